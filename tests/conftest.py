@@ -58,6 +58,7 @@ class Bundle:
     def __init__(self, path: Path, rootfs_src: Path) -> None:
         self.path = path
         self.rootfs = path / "rootfs"
+        path.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(rootfs_src), str(self.rootfs)], check=True)
         self.config = default_spec()
         self.config["process"]["terminal"] = False
@@ -100,9 +101,19 @@ class RuntimeCLI:
         self.binary = binary
         self.root = root
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-        res = subprocess.run([self.binary, "--root", str(self.root), *args], capture_output=True,
-                             text=True, timeout=timeout, **kw)
+    def __call__(self, *args: str, check: bool = True, timeout: float = 60,
+                 stdin=subprocess.DEVNULL, stdout=None) -> subprocess.CompletedProcess:
+        """Run the runtime; its output goes through files, not pipes, so that a detached
+        container holding our stdout open cannot make us wait for its end."""
+        import tempfile
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            res = subprocess.run([self.binary, "--root", str(self.root), *args], stdin=stdin,
+                                 stdout=stdout or out, stderr=err, timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            res.stdout = out.read().decode(errors="replace")
+            res.stderr = err.read().decode(errors="replace")
         if check and res.returncode != 0:
             raise AssertionError(f"{self.binary} {' '.join(args)} failed ({res.returncode}): "
                                  f"{res.stderr}{res.stdout}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 
 from conftest import wait_for
 
@@ -12,7 +13,7 @@ from conftest import wait_for
 def test_create_start_kill_delete(any_runtime, bundle):
     bundle.args("sleep", "1000")
     path = bundle.write()
-    any_runtime("create", "--bundle", path, "c1", stdin=open(os.devnull), stdout=None)
+    any_runtime("create", "--bundle", path, "c1")
     state = any_runtime.state("c1")
     assert state["status"] == "created"
     assert state["id"] == "c1"
@@ -34,8 +35,18 @@ def test_create_start_kill_delete(any_runtime, bundle):
 def test_run_returns_exit_code(any_runtime, bundle):
     path = bundle.args("sh", "-c", "exit 3").write()
     assert any_runtime("run", "--bundle", path, "c2", check=False).returncode == 3
-    path = bundle.args("sh", "-c", "kill -9 $$").write()
-    assert any_runtime("run", "--bundle", path, "c3", check=False).returncode == 137
+    # Killed by signal N: 128+N. (pid 1 cannot SIGKILL itself: the kill comes from outside.)
+    path = bundle.args("sleep", "1000").write()
+    fg = subprocess.Popen([any_runtime.binary, "--root", str(any_runtime.root), "run",
+                           "--bundle", path, "c3"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any_runtime.status("c3") == "running", what="running")
+        any_runtime("kill", "c3", "KILL")
+        assert fg.wait(timeout=30) == 137
+    finally:
+        fg.kill()
+        fg.wait()
     # Foreground run deletes the container afterwards.
     assert any_runtime("list", "-q").stdout.split() == []
 
@@ -45,7 +56,7 @@ def test_run_output_and_detach(any_runtime, bundle):
     res = any_runtime("run", "--bundle", path, "c4")
     assert res.stdout == "hello from the container\n"
     path = bundle.args("sleep", "1000").write()
-    any_runtime("run", "-d", "--bundle", path, "c5", stdin=open(os.devnull))
+    any_runtime("run", "-d", "--bundle", path, "c5")
     assert any_runtime.status("c5") == "running"
     any_runtime("delete", "--force", "c5")
     assert any_runtime.status("c5") == "absent"
@@ -55,7 +66,7 @@ def test_pause_resume(any_runtime, bundle, tmp_path):
     # The container counts into a file; while paused the count must not move.
     bundle.config["root"]["readonly"] = False
     path = bundle.args("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; done").write()
-    any_runtime("run", "-d", "--bundle", path, "c6", stdin=open(os.devnull))
+    any_runtime("run", "-d", "--bundle", path, "c6")
     count = bundle.rootfs / "count"
 
     def read() -> int:
@@ -83,7 +94,7 @@ def test_pause_resume(any_runtime, bundle, tmp_path):
 
 def test_kill_all_and_signal_names(any_runtime, bundle):
     path = bundle.args("sh", "-c", "trap 'exit 42' TERM; sleep 1000 & wait").write()
-    any_runtime("run", "-d", "--bundle", path, "c7", stdin=open(os.devnull))
+    any_runtime("run", "-d", "--bundle", path, "c7")
     pid = any_runtime.state("c7")["pid"]
     wait_for(lambda: len(os.listdir(f"/proc/{pid}/task")) and
              "sleep" in _children_cmdlines(pid), what="sleep child")
@@ -109,7 +120,7 @@ def _children_cmdlines(pid: int) -> str:
 
 def test_list_and_ps(runtime, bundle):
     path = bundle.args("sh", "-c", "sleep 1000 & sleep 1000").write()
-    runtime("run", "-d", "--bundle", path, "c8", stdin=open(os.devnull))
+    runtime("run", "-d", "--bundle", path, "c8")
     listed = json.loads(runtime("list", "--format", "json").stdout)
     assert [(s["id"], s["status"]) for s in listed] == [("c8", "running")]
     table = runtime("list").stdout.splitlines()

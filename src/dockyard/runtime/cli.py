@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--systemd-cgroup", action="store_true",
                    help="not supported: cgroups are managed through the filesystem")
     p.add_argument("--version", "-v", action="store_true")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{PROG} version {__version__}\nspec: {OCI_VERSION}")
         return 0
-    if not args.command:
+    if not args.verb:
         _parser().print_help()
         return 0
     try:
@@ -136,12 +136,12 @@ def _report(args: argparse.Namespace, message: str) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:
-    if args.command == "spec":
+    if args.verb == "spec":
         return _spec(args)
     from dockyard.runtime.container import Runtime
 
     rt = Runtime(args.root)
-    c = args.command
+    c = args.verb
     if c == "create":
         rt.create(args.id, args.bundle, console_socket=args.console_socket,
                   pid_file=args.pid_file, preserve_fds=args.preserve_fds)

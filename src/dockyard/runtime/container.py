@@ -78,17 +78,21 @@ def _recv(sock: socket.socket) -> dict | None:
 
 
 def _child_failed(sock: socket.socket, exc: BaseException) -> None:
-    """Report an exception from a forked child to the parent, then die."""
+    """Report an exception from a forked child to the parent (or, once the parent has
+    stopped listening, to the container's stderr), then die."""
+    if isinstance(exc, DockyardError):
+        kind, msg = type(exc).__name__, str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        kind = "SystemFailure"
+        msg = exc.strerror if exc.strerror.endswith(str(exc.filename)) or not exc.filename \
+            else f"{exc.strerror}: {exc.filename}"
+    else:
+        kind, msg = "SystemFailure", f"{type(exc).__name__}: {exc}"
     try:
-        if isinstance(exc, DockyardError):
-            _send(sock, {"t": "error", "kind": type(exc).__name__, "msg": str(exc)})
-        elif isinstance(exc, OSError):
-            _send(sock, {"t": "error", "kind": "SystemFailure", "msg": exc.strerror and
-                         f"{exc.strerror}" + (f": {exc.filename}" if exc.filename and
-                                              exc.filename not in (exc.strerror or "") else "")
-                         or str(exc)})
+        if sock.fileno() >= 0:
+            _send(sock, {"t": "error", "kind": kind, "msg": msg})
         else:
-            _send(sock, {"t": "error", "kind": "SystemFailure", "msg": f"{type(exc).__name__}: {exc}"})
+            os.write(2, f"container init: {msg}\n".encode())
     except BaseException:
         pass
     os._exit(1)
@@ -275,7 +279,10 @@ class Runtime:
             if seccomp:
                 _write_atomic(os.path.join(cdir, "seccomp.bpf"), seccomp[0])
                 rec["seccompFlags"] = seccomp[1]
-            os.mkfifo(os.path.join(cdir, "exec.fifo"), 0o622)
+            fifo = os.path.join(cdir, "exec.fifo")
+            os.mkfifo(fifo, 0o622)
+            # Writable by the init whatever user it became (the umask took w from others).
+            os.chmod(fifo, 0o622)
             cgroup.create(resources)
             pid = self._spawn_init(rec, config, proc, cgroup, new_flags, joins, seccomp,
                                    console_socket, stdio, preserve_fds)
@@ -310,6 +317,8 @@ class Runtime:
                     stdio: tuple[int, int, int] | None, preserve_fds: int) -> int:
         console = _connect_console(console_socket)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        state_dir = os.open(os.path.join(self.root, rec["id"]),
+                            os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         linux = config.get("linux", {})
         hooks = config.get("hooks", {})
         first = os.fork()
@@ -320,11 +329,12 @@ class Runtime:
                     for i, fd in enumerate(stdio):
                         os.dup2(fd, i)
                 self._stage1(child, rec, config, proc, cgroup, new_flags, joins, seccomp,
-                             console, preserve_fds)
+                             console, state_dir, preserve_fds)
             except BaseException as e:
                 _child_failed(child, e)
             os._exit(0)
         child.close()
+        os.close(state_dir)
         if console:
             console.close()
         init_pid = 0
@@ -372,7 +382,8 @@ class Runtime:
                 raise InvalidArgument(f"linux.{key}: the kernel refused them: {e.strerror}") from None
 
     def _stage1(self, sock: socket.socket, rec: dict, config: dict, proc: Prepared, cgroup,
-                new_flags: int, joins: list, seccomp, console, preserve_fds: int) -> None:
+                new_flags: int, joins: list, seccomp, console, state_dir: int,
+                preserve_fds: int) -> None:
         """First child: cgroup, namespaces; forks the init and reports its pid."""
         for path in cgroup.procs_files():
             with open(path, "w") as f:
@@ -405,7 +416,7 @@ class Runtime:
                 os.read(gate_r, 1)  # returns when stage 1 has reported our pid and exited
                 os.close(gate_r)
                 self._stage2(sock, rec, config, proc, cgroup, new_flags, in_userns, seccomp,
-                             console, preserve_fds)
+                             console, state_dir, preserve_fds)
             except BaseException as e:
                 _child_failed(sock, e)
             os._exit(1)
@@ -413,7 +424,8 @@ class Runtime:
         os._exit(0)
 
     def _stage2(self, sock: socket.socket, rec: dict, config: dict, proc: Prepared, cgroup,
-                new_flags: int, in_userns: bool, seccomp, console, preserve_fds: int) -> None:
+                new_flags: int, in_userns: bool, seccomp, console, state_dir: int,
+                preserve_fds: int) -> None:
         """The container's init: root filesystem, identity, then wait for start and exec."""
         from dockyard.runtime import process as P
         from dockyard.runtime import rootfs as R
@@ -446,7 +458,11 @@ class Runtime:
         state = self._hook_state(rec, "creating")
         state["pid"] = 0
         hooks_mod.run("createContainer", hooks.get("createContainer", []), state)
-        state_dir = os.open(os.path.join(self.root, rec["id"]), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Modules used after pivot_root must be loaded before it: the host's library goes.
+        if console is not None:
+            P.preload_terminal()
+        if hooks.get("startContainer"):
+            import subprocess  # noqa: F401
         R.pivot(rootfs)
         if prop & (L.MS_SHARED | L.MS_SLAVE):
             L.mount(None, "/", None, prop)
@@ -469,6 +485,8 @@ class Runtime:
         exe = P.lookup(proc.args[0], proc.env)
         _send(sock, {"t": "ready"})
         sock.close()
+        # Through the directory fd the privileged parent opened: the state directory
+        # may be out of this (possibly unprivileged) process's reach.
         fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dir)
         os.close(state_dir)
         os.write(fifo, b"0")

@@ -118,24 +118,31 @@ def apply_limits(p: Prepared) -> None:
             f.write(str(p.oom_score_adj))
 
 
+def preload_terminal() -> None:
+    """Import what setup_terminal needs while the host's Python library is still
+    reachable: after pivot_root only the container's files are."""
+    import fcntl  # noqa: F401
+    import socket  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+
+
 def setup_terminal(console_fd: int, size: tuple[int, int]) -> None:
-    """Open a pty in the container's devpts, hand its master to the console socket, and
-    make the slave our controlling terminal and stdio."""
+    """Open a pty in the container's devpts (we are past pivot_root, so /dev/ptmx is the
+    container's), hand its master to the console socket, and make the slave our
+    controlling terminal and stdio."""
     import fcntl
     import socket
     import struct
     import termios
 
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
-    num = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"))[0]
-    slave_path = f"/dev/pts/{num}"
-    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    master, slave = os.openpty()
+    os.set_inheritable(master, False)
     if size[0] and size[1]:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     sock = socket.socket(fileno=console_fd)
-    # Same message as runc: the pty's name with the master fd as SCM_RIGHTS.
-    socket.send_fds(sock, [slave_path.encode()], [master])
+    # Same message as runc: the master's name with its fd as SCM_RIGHTS.
+    socket.send_fds(sock, [b"/dev/ptmx"], [master])
     sock.close()
     os.close(master)
     for fd in (0, 1, 2):
@@ -160,7 +167,9 @@ def set_identity(p: Prepared) -> None:
     L.prctl(L.PR_SET_KEEPCAPS, 0)
     L.capset(p.caps["effective"], p.caps["permitted"], p.caps["inheritable"])
     L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
-    ambient = p.caps["ambient"]
+    # The kernel raises an ambient capability only if it is both permitted and
+    # inheritable; like runc, skip the others rather than fail the container.
+    ambient = p.caps["ambient"] & p.caps["permitted"] & p.caps["inheritable"]
     for cap in range(capabilities.last_cap() + 1):
         if ambient >> cap & 1:
             L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, cap)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 
 from dockyard.errors import InvalidArgument, Unsupported
 
@@ -223,11 +223,11 @@ def _arg(arg: object, where: str) -> tuple[int, int, int, int]:
         raise InvalidArgument(f"{where}.index: missing")
     if not _is_int(index) or not 0 <= index <= 5:
         raise InvalidArgument(f"{where}.index: must be an integer from 0 to 5 (got {index!r})")
+    if "value" not in arg:
+        raise InvalidArgument(f"{where}.value: missing")
     values = []
     for key in ("value", "valueTwo"):
         value = arg.get(key, 0)
-        if key == "value" and "value" not in arg:
-            raise InvalidArgument(f"{where}.value: missing")
         if not _is_int(value) or not 0 <= value <= _U64_MAX:
             raise InvalidArgument(f"{where}.{key}: must be an unsigned 64-bit integer")
         values.append(value)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 
+from dockyard.runtime.capabilities import DOCKER_DEFAULT
 from dockyard.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -158,13 +159,8 @@ _NATIVE_TO_SCMP = {
     "s390": "SCMP_ARCH_S390", "s390x": "SCMP_ARCH_S390X",
 }
 
-# What Docker grants a container unless told otherwise (for callers and tests
-# that want "the default container").
-DOCKER_DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
+# What Docker grants a container unless told otherwise.
+DOCKER_DEFAULT_CAPABILITIES = DOCKER_DEFAULT
 
 
 def _allow(names: str, **extra: object) -> dict:

@@ -21,6 +21,7 @@ from dockyard.errors import (
 
 FIELD = "linux.resources"
 PATH_FIELD = "linux.cgroupsPath"
+SIGKILL = 9
 
 # v1 controller names the kernel knows; anything else in a cgroup mount's
 # super options (rw, xattr, noprefix, clone_children...) is a mount option.
@@ -372,6 +373,9 @@ def cgroup_mounts(root: str) -> tuple[list[tuple[str, str, frozenset[str]]], str
     seen: set[frozenset[str]] = set()
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
+            # Hosts running many containers have thousands of overlay mounts.
+            if " - cgroup" not in line:
+                continue
             left, _, right = line.partition(" - ")
             fields = left.split()
             rfields = right.split()
@@ -468,6 +472,24 @@ class Cgroup:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def _signal_frozen(self, sig: int) -> None:
+        """Signal every process with the cgroup frozen, so a forking process cannot
+        slip a child past the sweep; restores the frozen state it found."""
+        was_frozen = self.frozen()
+        froze = False
+        if not was_frozen:
+            try:
+                self.freeze()
+                froze = True
+            except DockyardError as e:
+                logger().debug("could not freeze %s before signalling: %s", self.path, e)
+        try:
+            self._signal_pids(sig)
+        finally:
+            # A SIGKILLed container must not stay paused: frozen tasks cannot die.
+            if froze or (was_frozen and sig == SIGKILL):
+                self.thaw()
 
     def _conflict_if_busy(self, directory: str) -> None:
         if os.path.isdir(directory):
