@@ -68,7 +68,7 @@ def timed(argv: list[str]) -> tuple[float, int]:
 def measure_cli(name: str, argv_for, runs: int) -> dict:
     times, peaks = [], []
     for i in range(runs + 2):
-        t, rss = timed(argv_for(f"bench-{name}-{i}"))
+        t, rss = timed(argv_for(f"bench-{name.split()[0]}-{i}"))
         if i >= 2:  # warm-up
             times.append(t)
             peaks.append(rss)
@@ -118,6 +118,8 @@ def main() -> None:
     if not args.inner:
         os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable,
                               __file__, "--inner", "--runs", str(args.runs)])
+    if os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{os.getppid()}/ns/mnt"):
+        sys.exit("--inner must run in a private mount namespace")
     if os.path.ismount("/sys/fs/cgroup/unified"):
         subprocess.run(["mount", "-t", "tmpfs", "none", "/sys/fs/cgroup/unified"], check=True)
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))

@@ -134,10 +134,13 @@ def write_error(field: str, path: str, value: str, err: OSError) -> DockyardErro
 
 
 def read_procs(path: str) -> list[int]:
+    """The pids in a cgroup.procs file. A task the kernel lists as 0 is one outside our
+    pid namespace's view (typically one already past its exit): it cannot be named, and
+    above all must never reach kill(), where pid 0 means our own process group."""
     text = read_optional(path)
     if not text:
         return []
-    return [int(x) for x in text.split()]
+    return [pid for pid in map(int, text.split()) if pid > 0]
 
 
 def tree_pids(directory: str) -> set[int]:
@@ -368,35 +371,36 @@ def cgroup_mounts(root: str) -> tuple[list[tuple[str, str, frozenset[str]]], str
     "name=..." pseudo-controller so they are joined like runc joins them.
     """
     root = root.rstrip("/") or "/"
-    v1: list[tuple[str, str, frozenset[str]]] = []
-    unified: str | None = None
-    seen: set[frozenset[str]] = set()
+    # A later line for the same mountpoint shadows the earlier ones (something mounted
+    # over a hierarchy hides it), so keep the top-most mount of each point.
+    top: dict[str, tuple[str, str]] = {}
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            # Hosts running many containers have thousands of overlay mounts.
-            if " - cgroup" not in line:
-                continue
             left, _, right = line.partition(" - ")
             fields = left.split()
             rfields = right.split()
             if len(fields) < 5 or len(rfields) < 3:
                 continue
-            fstype = rfields[0]
-            if fstype not in ("cgroup", "cgroup2"):
-                continue
             mountpoint = _unescape_mountinfo(fields[4])
             if os.path.dirname(mountpoint) != root:
                 continue
-            if fstype == "cgroup2":
-                unified = mountpoint
-                continue
-            ctrls = frozenset(
-                o for o in rfields[2].split(",") if o in V1_CONTROLLERS or o.startswith("name=")
-            )
-            if not ctrls or ctrls in seen:
-                continue
-            seen.add(ctrls)
-            v1.append((mountpoint, os.path.basename(mountpoint), ctrls))
+            top[mountpoint] = (rfields[0], rfields[2])
+    v1: list[tuple[str, str, frozenset[str]]] = []
+    unified: str | None = None
+    seen: set[frozenset[str]] = set()
+    for mountpoint, (fstype, options) in top.items():
+        if fstype == "cgroup2":
+            unified = mountpoint
+            continue
+        if fstype != "cgroup":
+            continue
+        ctrls = frozenset(
+            o for o in options.split(",") if o in V1_CONTROLLERS or o.startswith("name=")
+        )
+        if not ctrls or ctrls in seen:
+            continue
+        seen.add(ctrls)
+        v1.append((mountpoint, os.path.basename(mountpoint), ctrls))
     return v1, unified
 
 
@@ -468,6 +472,8 @@ class Cgroup:
 
     def _signal_pids(self, sig: int) -> None:
         for pid in self.pids():
+            if pid <= 0:
+                continue
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
