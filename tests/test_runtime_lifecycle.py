@@ -72,7 +72,7 @@ def test_pause_resume(any_runtime, bundle, tmp_path):
     def read() -> int:
         try:
             return int(count.read_text() or 0)
-        except ValueError:
+        except (ValueError, FileNotFoundError):
             return 0
 
     wait_for(lambda: read() > 10, what="counter to start")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import logging
-
 from dockyard.errors import SystemFailure
-
-log = logging.getLogger(__name__)
+from dockyard.runtime import fastjson
 
 
 def run(kind: str, hooks: list[dict], state: dict, fatal: bool = True) -> None:
@@ -18,7 +14,7 @@ def run(kind: str, hooks: list[dict], state: dict, fatal: bool = True) -> None:
         return
     import subprocess
 
-    payload = json.dumps(state).encode()
+    payload = fastjson.dumps(state).encode()
     for i, hook in enumerate(hooks):
         where = f"hooks.{kind}[{i}] ({hook['path']})"
         args = hook.get("args") or [hook["path"]]
@@ -35,4 +31,6 @@ def run(kind: str, hooks: list[dict], state: dict, fatal: bool = True) -> None:
             why = e.strerror or str(e)
         if fatal:
             raise SystemFailure(f"{where}: {why}")
-        log.warning("%s: %s", where, why)
+        import logging  # only here: importing it costs every container start milliseconds
+
+        logging.getLogger(__name__).warning("%s: %s", where, why)

@@ -9,10 +9,10 @@ by the cgroup and seccomp modules.
 
 from __future__ import annotations
 
-import json
 import os
 
 from dockyard.errors import InvalidArgument, NotFound, Unsupported
+from dockyard.runtime import fastjson
 
 OCI_VERSION = "1.2.0"
 
@@ -211,10 +211,10 @@ def load(bundle: str) -> dict:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            config = json.load(f)
+            config = fastjson.loads(f.read())
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file (is {bundle} an OCI bundle?)") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:
         raise InvalidArgument(f"{path}: malformed JSON: {e}") from None
     validate(config)
     return config
