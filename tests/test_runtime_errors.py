@@ -162,3 +162,15 @@ def test_failing_hook_aborts_create(runtime, bundle):
     bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
     bundle.write()
     fails(runtime, bundle, "hooks.createRuntime[0]", "/bin/false")
+
+
+def test_cgroup_of_another_container_is_refused_and_left_alone(runtime, bundle):
+    path = bundle.args("sleep", "1000").write()
+    runtime("run", "-d", "--bundle", path, "first")
+    res = runtime("create", "--bundle", path, "second", check=False)
+    assert res.returncode != 0
+    assert bundle.config["linux"]["cgroupsPath"] in res.stderr and "has processes" in res.stderr
+    # The refused container left no record; the first one is untouched.
+    assert runtime("list", "-q").stdout.split() == ["first"]
+    assert runtime.status("first") == "running"
+    runtime("delete", "--force", "first")

@@ -274,6 +274,7 @@ class Runtime:
                "annotations": config.get("annotations", {}), "cgroupsPath": cgroups_path,
                "config": config}
         pid = 0
+        ours = None
         try:
             self._save(rec)
             if seccomp:
@@ -284,6 +285,7 @@ class Runtime:
             # Writable by the init whatever user it became (the umask took w from others).
             os.chmod(fifo, 0o622)
             cgroup.create(resources)
+            ours = cgroup
             pid = self._spawn_init(rec, config, proc, cgroup, new_flags, joins, seccomp,
                                    console_socket, stdio, preserve_fds)
             rec["pid"], rec["starttime"] = pid, _start_time(pid)
@@ -296,7 +298,15 @@ class Runtime:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self._destroy(rec, cgroup, run_poststop=False)
+            try:
+                # A cgroup that create() refused (another container's) is not ours to remove.
+                if ours is not None:
+                    ours.destroy()
+            except DockyardError as cleanup:
+                import logging
+
+                logging.getLogger(__name__).error("cleaning up container %s: %s", cid, cleanup)
+            self._remove_record(cid)
             raise
         return pid
 
@@ -576,13 +586,22 @@ class Runtime:
         self._destroy(rec, cgroup, run_poststop=True)
 
     def _destroy(self, rec: dict, cgroup, run_poststop: bool) -> None:
+        """Remove the container's cgroup, run poststop hooks, drop its record. If the cgroup
+        cannot go, the record stays, so that a later delete can finish the job."""
         cgroup.destroy()
         if run_poststop:
             hooks_mod.run("poststop", rec["config"].get("hooks", {}).get("poststop", []),
                           self._hook_state(rec, "stopped"), fatal=False)
+        self._remove_record(rec["id"])
+
+    def _remove_record(self, cid: str) -> None:
         # The state directory holds only flat files: no need for shutil (slow to import).
-        cdir = os.path.join(self.root, rec["id"])
-        for entry in os.scandir(cdir):
+        cdir = os.path.join(self.root, cid)
+        try:
+            entries = list(os.scandir(cdir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
             os.unlink(entry.path)
         os.rmdir(cdir)
 
