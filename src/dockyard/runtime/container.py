@@ -98,6 +98,58 @@ def _child_failed(sock: socket.socket, exc: BaseException) -> None:
     os._exit(1)
 
 
+def _fork_child(body, stdio: tuple[int, int, int] | None) -> tuple[int, socket.socket]:
+    """Fork a child that runs BODY(report_socket) with STDIO as its 0, 1, 2; return its pid
+    and our end of the report socket. The child never returns into the caller's code."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            parent.close()
+            if stdio:
+                for i, fd in enumerate(stdio):
+                    os.dup2(fd, i)
+            body(child)
+        except BaseException as e:
+            _child_failed(child, e)
+        os._exit(0)
+    child.close()
+    return pid, parent
+
+
+def _join(cgroup, joins: list[tuple[str, int, str]]) -> None:
+    """Enter the cgroup (before any new cgroup namespace is made), then the namespaces
+    given by path, all opened first since joining the mount namespace changes paths."""
+    for path in cgroup.procs_files():
+        with open(path, "w") as f:
+            f.write("0")
+    fds = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag, kind) for kind, flag, path in joins]
+    for fd, flag, kind in fds:
+        try:
+            L.setns(fd, flag)
+        except OSError as e:
+            raise SystemFailure(f"joining the {kind} namespace: {e.strerror}") from None
+        os.close(fd)
+
+
+def _fork_reporting_pid(sock: socket.socket, body) -> None:
+    """Fork (so that a new or joined pid namespace applies), report the child's pid, exit.
+    The child waits for our exit before running BODY, so the pid report comes first."""
+    gate_r, gate_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(gate_w)
+            os.read(gate_r, 1)  # returns at end-of-file: when our parent has exited
+            os.close(gate_r)
+            body()
+        except BaseException as e:
+            _child_failed(sock, e)
+        os._exit(1)
+    _send(sock, {"t": "pid", "pid": pid})
+    os._exit(0)
+
+
 def _raise_from(msg: dict) -> None:
     raise _ERRORS.get(msg.get("kind", ""), SystemFailure)(msg.get("msg", "container init failed"))
 
@@ -326,24 +378,13 @@ class Runtime:
                     joins: list, seccomp: tuple[bytes, int] | None, console_socket: str | socket.socket | None,
                     stdio: tuple[int, int, int] | None, preserve_fds: int) -> int:
         console = _connect_console(console_socket)
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         state_dir = os.open(os.path.join(self.root, rec["id"]),
                             os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         linux = config.get("linux", {})
         hooks = config.get("hooks", {})
-        first = os.fork()
-        if first == 0:
-            try:
-                parent.close()
-                if stdio:
-                    for i, fd in enumerate(stdio):
-                        os.dup2(fd, i)
-                self._stage1(child, rec, config, proc, cgroup, new_flags, joins, seccomp,
-                             console, state_dir, preserve_fds)
-            except BaseException as e:
-                _child_failed(child, e)
-            os._exit(0)
-        child.close()
+        first, parent = _fork_child(
+            lambda sock: self._stage1(sock, rec, config, proc, cgroup, new_flags, joins, seccomp,
+                                      console, state_dir, preserve_fds), stdio)
         os.close(state_dir)
         if console:
             console.close()
@@ -395,16 +436,7 @@ class Runtime:
                 new_flags: int, joins: list, seccomp, console, state_dir: int,
                 preserve_fds: int) -> None:
         """First child: cgroup, namespaces; forks the init and reports its pid."""
-        for path in cgroup.procs_files():
-            with open(path, "w") as f:
-                f.write("0")
-        fds = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag, kind) for kind, flag, path in joins]
-        for fd, flag, kind in fds:
-            try:
-                L.setns(fd, flag)
-            except OSError as e:
-                raise SystemFailure(f"joining the {kind} namespace: {e.strerror}") from None
-            os.close(fd)
+        _join(cgroup, joins)
         in_userns = bool(new_flags & L.CLONE_NEWUSER) or any(j[0] == "user" for j in joins)
         if new_flags & L.CLONE_NEWUSER:
             L.unshare(L.CLONE_NEWUSER)
@@ -418,20 +450,9 @@ class Runtime:
             except OSError:
                 raise InvalidArgument("linux.uidMappings: container uid and gid 0 must be mapped") from None
         L.unshare(new_flags & ~L.CLONE_NEWUSER)
-        gate_r, gate_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(gate_w)
-                os.read(gate_r, 1)  # returns when stage 1 has reported our pid and exited
-                os.close(gate_r)
-                self._stage2(sock, rec, config, proc, cgroup, new_flags, in_userns, seccomp,
-                             console, state_dir, preserve_fds)
-            except BaseException as e:
-                _child_failed(sock, e)
-            os._exit(1)
-        _send(sock, {"t": "pid", "pid": pid})
-        os._exit(0)
+        _fork_reporting_pid(sock, lambda: self._stage2(
+            sock, rec, config, proc, cgroup, new_flags, in_userns, seccomp, console, state_dir,
+            preserve_fds))
 
     def _stage2(self, sock: socket.socket, rec: dict, config: dict, proc: Prepared, cgroup,
                 new_flags: int, in_userns: bool, seccomp, console, state_dir: int,
@@ -684,19 +705,8 @@ class Runtime:
                 continue
         console = _connect_console(console_socket)
         cgroup = self._cgroup(rec)
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        first = os.fork()
-        if first == 0:
-            try:
-                parent.close()
-                if stdio:
-                    for i, fd in enumerate(stdio):
-                        os.dup2(fd, i)
-                self._exec_stage1(child, proc, cgroup, joins, seccomp, console)
-            except BaseException as e:
-                _child_failed(child, e)
-            os._exit(0)
-        child.close()
+        first, parent = _fork_child(
+            lambda sock: self._exec_stage1(sock, proc, cgroup, joins, seccomp, console), stdio)
         if console:
             console.close()
         pid = 0
@@ -718,47 +728,33 @@ class Runtime:
 
     def _exec_stage1(self, sock: socket.socket, proc: Prepared, cgroup, joins: list,
                      seccomp, console) -> None:
-        for path in cgroup.procs_files():
-            with open(path, "w") as f:
-                f.write("0")
-        fds = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for _k, flag, path in joins]
-        for fd, flag in fds:
-            L.setns(fd, flag)
-            os.close(fd)
-        gate_r, gate_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                from dockyard.runtime import process as P
+        _join(cgroup, joins)
+        _fork_reporting_pid(sock, lambda: self._exec_stage2(sock, proc, seccomp, console))
 
-                os.close(gate_w)
-                os.read(gate_r, 1)
-                os.close(gate_r)
-                os.setsid()
-                if console is not None:
-                    P.setup_terminal(console.detach(), proc.console_size)
-                P.apply_limits(proc)
-                if seccomp and not proc.no_new_privs:
-                    L.seccomp_set_filter(*seccomp)
-                P.set_identity(proc)
-                exe = P.lookup(proc.args[0], proc.env)
-                if proc.no_new_privs:
-                    L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-                    if seccomp:
-                        L.seccomp_set_filter(*seccomp)
-                os.set_inheritable(sock.fileno(), False)
-                # Keep the report socket until execve: its closing tells the parent it worked.
-                os.closerange(3, sock.fileno())
-                os.closerange(sock.fileno() + 1, 1 << 20)
-                try:
-                    os.execve(exe, proc.args, _env_dict(proc.env))
-                except OSError as e:
-                    raise SystemFailure(f"exec {proc.args[0]}: {e.strerror}") from None
-            except BaseException as e:
-                _child_failed(sock, e)
-            os._exit(1)
-        _send(sock, {"t": "pid", "pid": pid})
-        os._exit(0)
+    @staticmethod
+    def _exec_stage2(sock: socket.socket, proc: Prepared, seccomp, console) -> None:
+        from dockyard.runtime import process as P
+
+        os.setsid()
+        if console is not None:
+            P.setup_terminal(console.detach(), proc.console_size)
+        P.apply_limits(proc)
+        if seccomp and not proc.no_new_privs:
+            L.seccomp_set_filter(*seccomp)
+        P.set_identity(proc)
+        exe = P.lookup(proc.args[0], proc.env)
+        if proc.no_new_privs:
+            L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+            if seccomp:
+                L.seccomp_set_filter(*seccomp)
+        os.set_inheritable(sock.fileno(), False)
+        # Keep the report socket until execve: its closing tells the parent it worked.
+        os.closerange(3, sock.fileno())
+        os.closerange(sock.fileno() + 1, 1 << 20)
+        try:
+            os.execve(exe, proc.args, _env_dict(proc.env))
+        except OSError as e:
+            raise SystemFailure(f"exec {proc.args[0]}: {e.strerror}") from None
 
 
 class _SignalForwarder:

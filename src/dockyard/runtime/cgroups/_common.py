@@ -439,9 +439,13 @@ class Cgroup:
         raise NotImplementedError
 
     def freeze(self, timeout: float = 5.0) -> None:
-        raise NotImplementedError
+        self._set_frozen(True, timeout)
 
     def thaw(self, timeout: float = 5.0) -> None:
+        self._set_frozen(False, timeout)
+
+    def _set_frozen(self, want: bool, timeout: float) -> None:
+        """Ask the kernel to freeze (or thaw) and wait until it reports that state."""
         raise NotImplementedError
 
     def frozen(self) -> bool:

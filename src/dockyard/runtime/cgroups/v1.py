@@ -395,12 +395,6 @@ class V1Cgroup(Cgroup):
                 f"cgroup {self.path}: the kernel did not report {target} within {timeout}s ({path})"
             )
 
-    def freeze(self, timeout: float = 5.0) -> None:
-        self._set_frozen(True, timeout)
-
-    def thaw(self, timeout: float = 5.0) -> None:
-        self._set_frozen(False, timeout)
-
     def frozen(self) -> bool:
         if "freezer" not in self._by_ctrl:
             return self._unified.frozen() if self._unified is not None else False

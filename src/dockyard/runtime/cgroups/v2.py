@@ -421,12 +421,6 @@ class V2Cgroup(Cgroup):
                 f"within {timeout}s ({os.path.join(self.dir, 'cgroup.events')})"
             )
 
-    def freeze(self, timeout: float = 5.0) -> None:
-        self._set_frozen(True, timeout)
-
-    def thaw(self, timeout: float = 5.0) -> None:
-        self._set_frozen(False, timeout)
-
     def oom_killed(self) -> bool:
         return read_keyed(os.path.join(self.dir, "memory.events")).get("oom_kill", 0) > 0
 
