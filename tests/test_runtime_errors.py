@@ -174,3 +174,19 @@ def test_cgroup_of_another_container_is_refused_and_left_alone(runtime, bundle):
     assert runtime("list", "-q").stdout.split() == ["first"]
     assert runtime.status("first") == "running"
     runtime("delete", "--force", "first")
+
+
+def test_command_line_errors(runtime):
+    cases = [
+        (["create"], '"dockyard-runtime create" requires a container id'),
+        (["create", "--bogus", "x"], "flag provided but not defined: --bogus"),
+        (["run", "--bundle"], "flag needs an argument: --bundle"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+        (["kill", "x", "SIGNOPE"], "does not exist"),
+        (["start", "bad/id"], "invalid container id"),
+    ]
+    for argv, message in cases:
+        res = runtime(*argv, check=False)
+        assert res.returncode == 1, argv
+        assert message in res.stderr, (argv, res.stderr)
+    assert "commands:" in runtime("--help").stdout
