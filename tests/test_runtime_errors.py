@@ -182,7 +182,7 @@ def test_command_line_errors(runtime):
         (["create", "--bogus", "x"], "flag provided but not defined: --bogus"),
         (["run", "--bundle"], "flag needs an argument: --bundle"),
         (["frobnicate"], "unknown command 'frobnicate'"),
-        (["kill", "x", "SIGNOPE"], "does not exist"),
+        (["kill", "x", "SIGNOPE"], "unknown signal 'SIGNOPE'"),
         (["start", "bad/id"], "invalid container id"),
     ]
     for argv, message in cases:
