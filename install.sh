@@ -27,6 +27,7 @@ launcher() {  # command module
     chmod 755 "/usr/local/bin/$1"
 }
 launcher dockyard-runtime dockyard.runtime.cli
+launcher dockyard dockyard.cli.main
 
 # An example bundle from Debian's busybox-static, so a first container needs no registry.
 example=/var/lib/dockyard/examples/busybox
