@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import secrets
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.image import overlay
 from dockyard.image.digest import Digest
+from dockyard.image.manifest import chain_ids  # noqa: F401  (re-exported for callers)
 
 __all__ = ["Snapshotter", "Usage", "chain_ids"]
 
@@ -59,19 +59,6 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots (parent);
 """
-
-
-def chain_ids(diff_ids: list[str]) -> list[Digest]:
-    """The ChainIDs of a stack of layers (bottom first), as the OCI image spec
-    defines them: the first is its DiffID, each next one the sha256 of
-    "<previous ChainID> <DiffID>"."""
-    out: list[Digest] = []
-    for diff_id in diff_ids:
-        d = Digest(diff_id)
-        if out:
-            d = Digest("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-        out.append(d)
-    return out
 
 
 @dataclass(frozen=True)
