@@ -506,14 +506,7 @@ class Runtime:
             L.sethostname(config["hostname"])
         if config.get("domainname"):
             L.setdomainname(config["domainname"])
-        if console is not None:
-            P.setup_terminal(console.detach(), proc.console_size)
-        P.apply_limits(proc)
-        if seccomp and not proc.no_new_privs:
-            # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
-            L.seccomp_set_filter(*seccomp)
-        P.set_identity(proc)
-        exe = P.lookup(proc.args[0], proc.env)
+        exe = P.become(proc, console, seccomp)
         _send(sock, {"t": "ready"})
         sock.close()
         # Through the directory fd the privileged parent opened: the state directory
@@ -525,10 +518,7 @@ class Runtime:
         if hooks.get("startContainer"):
             state["status"], state["pid"] = "created", 1
             hooks_mod.run("startContainer", hooks["startContainer"], state)
-        if proc.no_new_privs:
-            L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-            if seccomp:
-                L.seccomp_set_filter(*seccomp)
+        P.seal(proc, seccomp)
         _exec_or_die(exe, proc, preserve_fds)
 
     # -- start, kill, pause ------------------------------------------------------
@@ -736,17 +726,8 @@ class Runtime:
         from dockyard.runtime import process as P
 
         os.setsid()
-        if console is not None:
-            P.setup_terminal(console.detach(), proc.console_size)
-        P.apply_limits(proc)
-        if seccomp and not proc.no_new_privs:
-            L.seccomp_set_filter(*seccomp)
-        P.set_identity(proc)
-        exe = P.lookup(proc.args[0], proc.env)
-        if proc.no_new_privs:
-            L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-            if seccomp:
-                L.seccomp_set_filter(*seccomp)
+        exe = P.become(proc, console, seccomp)
+        P.seal(proc, seccomp)
         os.set_inheritable(sock.fileno(), False)
         # Keep the report socket until execve: its closing tells the parent it worked.
         os.closerange(3, sock.fileno())

@@ -176,3 +176,25 @@ def set_identity(p: Prepared) -> None:
     if p.umask is not None:
         os.umask(p.umask)
     os.chdir(p.cwd)
+
+
+def become(p: Prepared, console, seccomp: tuple[bytes, int] | None) -> str:
+    """Turn this process into P: terminal, limits, identity. Returns the executable to run.
+    The caller execs it after `seal`."""
+    if console is not None:
+        setup_terminal(console.detach(), p.console_size)
+    apply_limits(p)
+    if seccomp and not p.no_new_privs:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+        L.seccomp_set_filter(*seccomp)
+    set_identity(p)
+    return lookup(p.args[0], p.env)
+
+
+def seal(p: Prepared, seccomp: tuple[bytes, int] | None) -> None:
+    """The last step before execve: no_new_privs, then the seccomp filter, so that nothing
+    the runtime itself still does is filtered."""
+    if p.no_new_privs:
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+        if seccomp:
+            L.seccomp_set_filter(*seccomp)
