@@ -366,6 +366,10 @@ class _Document:
     def digest(self) -> Digest:
         return Digest.of(self.to_json())
 
+    def descriptor(self) -> Descriptor:
+        data = self.to_json()
+        return Descriptor(self.media_type, Digest.of(data), len(data))  # type: ignore[attr-defined]
+
 
 @dataclass
 class Manifest(_Document):
@@ -395,10 +399,6 @@ class Manifest(_Document):
         d.update(self.extra)
         return d
 
-    def descriptor(self) -> Descriptor:
-        data = self.to_json()
-        return Descriptor(self.media_type, Digest.of(data), len(data))
-
 
 @dataclass
 class Index(_Document):
@@ -425,10 +425,6 @@ class Index(_Document):
             d["annotations"] = _sorted_map(self.annotations)
         d.update(self.extra)
         return d
-
-    def descriptor(self) -> Descriptor:
-        data = self.to_json()
-        return Descriptor(self.media_type, Digest.of(data), len(data))
 
 
 @dataclass
