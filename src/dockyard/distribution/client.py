@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
 READ_CHUNK = 64 << 10
+WRITE_BATCH = 1 << 20
 # Downloading events at most this often per layer: Docker throttles the same way, and a
 # callback per 64 KiB read would cost more than the download.
 PROGRESS_BYTES = 512 << 10
@@ -622,6 +623,18 @@ class RegistryClient:
                 raise _Transient(f"registry {t.endpoint.host} answered {f.describe()}")
             else:
                 raise self._server_error(t, f"serve blob {desc.digest}", await self._failure(resp))
+            # Hashing and writing happen in a worker thread, a batch at a time (both release
+            # the GIL), so parallel downloads do not queue behind one another's disk writes.
+            loop = asyncio.get_running_loop()
+            pending = bytearray()
+
+            async def flush() -> None:
+                if pending:
+                    await loop.run_in_executor(None, writer.write, bytes(pending))
+                    pending.clear()
+                    if on_bytes is not None:
+                        on_bytes(writer.offset)
+
             try:
                 async for chunk in resp.content.iter_chunked(READ_CHUNK):
                     if skip:
@@ -629,15 +642,17 @@ class RegistryClient:
                             skip -= len(chunk)
                             continue
                         chunk, skip = chunk[skip:], 0
-                    if writer.offset + len(chunk) > desc.size:
+                    if writer.offset + len(pending) + len(chunk) > desc.size:
                         raise _Oversize(
                             f"digest mismatch for blob {desc.digest} from {t.endpoint.host}: "
                             f"expected {desc.size} bytes, the registry sent more")
-                    writer.write(chunk)
-                    if on_bytes is not None:
-                        on_bytes(writer.offset)
+                    pending += chunk
+                    if len(pending) >= WRITE_BATCH:
+                        await flush()
+                await flush()
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError,
                     asyncio.TimeoutError) as exc:
+                await flush()  # what arrived intact is kept: the retry resumes after it
                 raise _Transient(f"download of {desc.digest.short} from {t.endpoint.host} broke "
                                  f"off at {writer.offset} of {desc.size} bytes: {_reason(exc)}") from None
         finally:
