@@ -1067,7 +1067,7 @@ _MAX_OCTAL_8 = 0o7777777
 _MAX_OCTAL_12 = 0o77777777777
 
 
-class _TarWriter:
+class TarWriter:
     """A tar stream in Docker's style: ustar headers, PAX records only for what
     ustar cannot hold (long or non-ASCII names, big numbers, xattrs), numeric
     ids only (uname/gname empty), mtimes in whole seconds."""
@@ -1077,7 +1077,8 @@ class _TarWriter:
         self.hash = hashlib.sha256()
         self.buf = bytearray()
 
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
+    def raw(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes to the stream as they are (a member's data, padding)."""
         self.buf += data
         if len(self.buf) >= _OUT_CHUNK:
             self.flush()
@@ -1112,8 +1113,8 @@ class _TarWriter:
             dirname, _, base = name.rstrip(b"/").rpartition(b"/")
             pax_name = (dirname + b"/" if dirname else b"") + b"PaxHeaders.0/" + base
             self._block(pax_name[:100], _PAX, 0, 0, 0, len(data), 0, b"", 0, 0)
-            self._write(data)
-            self._write(bytes(-len(data) % BLOCK))
+            self.raw(data)
+            self.raw(bytes(-len(data) % BLOCK))
         # Fields that did not fit are zero here; their PAX records rule.
         self._block(name[:100], typeflag, mode, uid if uid <= _MAX_OCTAL_8 else 0,
                     gid if gid <= _MAX_OCTAL_8 else 0, size if size <= _MAX_OCTAL_12 else 0,
@@ -1135,7 +1136,7 @@ class _TarWriter:
         b[329:337] = _octal(devmajor, 8)
         b[337:345] = _octal(devminor, 8)
         b[148:156] = b"%06o\0 " % sum(b)
-        self._write(b)
+        self.raw(b)
 
     def data_from(self, fd: int, size: int, what: str) -> None:
         left = size
@@ -1143,12 +1144,12 @@ class _TarWriter:
             chunk = os.read(fd, min(left, _OUT_CHUNK))
             if not chunk:
                 raise SystemFailure(f"{what} shrank while it was being exported")
-            self._write(chunk)
+            self.raw(chunk)
             left -= len(chunk)
-        self._write(bytes(-size % BLOCK))
+        self.raw(bytes(-size % BLOCK))
 
     def close(self) -> Digest:
-        self._write(bytes(2 * BLOCK))
+        self.raw(bytes(2 * BLOCK))
         self.flush()
         return Digest.from_hasher(self.hash)
 
@@ -1205,7 +1206,7 @@ def diff(lowers: list[str], upper: str, out: BinaryIO) -> Digest:
     that changes size meanwhile fails the export.
     """
     lowers_top = [os.fsencode(p) for p in reversed(lowers)]
-    w = _TarWriter(out)
+    w = TarWriter(out)
     top = os.fsencode(upper)
     if _is_opaque(top):
         st = os.lstat(top)

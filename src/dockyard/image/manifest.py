@@ -98,7 +98,10 @@ def layer_compression(media_type: str) -> str | None:
 
 # -- JSON as Go writes it ------------------------------------------------------
 
-def _go_json(obj: Any, indent: str | None = None) -> bytes:
+def go_json(obj: Any, indent: str | None = None, *, newline: bool = False) -> bytes:
+    """JSON as Go's encoding/json writes it (HTML-safe escaping on); dict order is kept,
+    so callers build dicts in Go's struct field order. With NEWLINE, as a json.Encoder
+    writes it (a trailing newline)."""
     if indent is None:
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     else:
@@ -109,7 +112,7 @@ def _go_json(obj: Any, indent: str | None = None) -> bytes:
                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         if ch in text:
             text = text.replace(ch, esc)
-    return text.encode()
+    return (text + "\n" if newline else text).encode()
 
 
 def _sorted_map(m: dict[str, Any]) -> dict[str, Any]:
@@ -350,15 +353,15 @@ class _Document:
 
     def _remember(self, raw: bytes) -> None:
         self.raw = raw
-        self._snapshot = _go_json(self.to_dict())
+        self._snapshot = go_json(self.to_dict())
 
     def canonical_json(self, indent: str | None = None) -> bytes:
         """The bytes Go's encoding/json writes for this object (ignores the original)."""
-        return _go_json(self.to_dict(), indent)
+        return go_json(self.to_dict(), indent)
 
     def to_json(self) -> bytes:
         """The original bytes while unchanged (digests stay stable), else canonical ones."""
-        current = _go_json(self.to_dict())
+        current = go_json(self.to_dict())
         if self.raw is not None and current == self._snapshot:
             return self.raw
         return current
