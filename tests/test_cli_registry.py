@@ -66,3 +66,11 @@ def test_bad_address_is_refused(tmp_path):
                           "--root", str(tmp_path / "r")], capture_output=True, text=True, timeout=30)
     assert res.returncode == 125
     assert "invalid listen address 'nowhere'" in res.stderr
+
+
+def test_missing_certificate_is_named(tmp_path):
+    res = subprocess.run(["dockyard", "registry", "serve", "--tls-cert", str(tmp_path / "nope.crt"),
+                          "--tls-key", str(tmp_path / "nope.key"), "--root", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 125
+    assert "nope.crt" in res.stderr and "does not exist" in res.stderr

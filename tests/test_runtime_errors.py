@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,49 @@ def test_command_line_errors(runtime):
         assert res.returncode == 1, argv
         assert message in res.stderr, (argv, res.stderr)
     assert "commands:" in runtime("--help").stdout
+
+
+def test_host_wide_sysctl_is_refused(runtime, bundle):
+    bundle.config["linux"]["sysctl"] = {"kernel.core_pattern": "|/tmp/x"}
+    bundle.write()
+    fails(runtime, bundle, "linux.sysctl.kernel.core_pattern", "host")
+
+
+def test_namespaced_sysctl_needs_its_namespace(runtime, bundle):
+    bundle.config["linux"]["namespaces"] = [n for n in bundle.config["linux"]["namespaces"]
+                                            if n["type"] != "network"]
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    bundle.write()
+    fails(runtime, bundle, "linux.sysctl.net.ipv4.ip_forward", "network namespace")
+
+
+def test_dev_symlink_cannot_reach_the_host(runtime, bundle, tmp_path):
+    """An image whose /dev points outside its root gets its devices inside, and the host
+    directory it points at stays untouched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dev = bundle.rootfs / "dev"
+    subprocess.run(["rm", "-rf", str(dev)], check=True)
+    os.symlink(str(outside), dev)
+    res = runtime("run", "--bundle", bundle.args("sh", "-c", "test -c /dev/null && echo ok").write(),
+                  "devlink", check=False)
+    assert list(outside.iterdir()) == []
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+
+
+def test_cwd_through_proc_fd_cannot_leave_the_root(runtime, bundle):
+    bundle.process["cwd"] = "/proc/self/fd/7"
+    res = runtime("run", "--bundle", bundle.args("pwd").write(), "cwdfd", check=False)
+    assert res.returncode != 0 and "process.cwd" in res.stderr
+    assert res.stdout == ""
+    assert_clean(runtime, bundle)
+
+
+def test_exec_process_is_checked_like_create(runtime, bundle):
+    path = bundle.args("sleep", "1000").write()
+    runtime("run", "-d", "--bundle", path, "chk")
+    res = runtime("exec", "--user", "-1", "chk", "id", check=False)
+    assert res.returncode == 1 and "process.user.uid: -1 is out of range" in res.stderr
+    res = runtime("exec", "--env", "NOEQUALS", "chk", "true", check=False)
+    assert res.returncode == 1 and "process.env" in res.stderr and "NOEQUALS" in res.stderr
+    runtime("delete", "--force", "chk")

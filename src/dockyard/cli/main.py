@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as e:
         click.echo(f"Error: {e}", err=True)
         return 125
+    except OSError as e:
+        # A file the user named (a certificate, a key) that cannot be read.
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        return 125
     return 0
 
 

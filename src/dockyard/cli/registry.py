@@ -15,12 +15,12 @@ def registry() -> None:
               help="Address to listen on (host:port)")
 @click.option("--root", default="/var/lib/dockyard/registry", show_default=True,
               help="Directory for the registry's storage")
-@click.option("--tls-cert", help="Serve HTTPS with this certificate (PEM)")
-@click.option("--tls-key", help="Private key for --tls-cert (PEM)")
-@click.option("--htpasswd", help="Require users from this htpasswd file (bcrypt)")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM)")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key for --tls-cert (PEM)")
+@click.option("--htpasswd", type=click.Path(exists=True, dir_okay=False), help="Require users from this htpasswd file (bcrypt)")
 @click.option("--token-realm", help="Token auth: URL clients get tokens from")
 @click.option("--token-issuer", help="Token auth: issuer name")
-@click.option("--token-key", help="Token auth: HS256 secret or EC P-256 PEM key file")
+@click.option("--token-key", type=click.Path(exists=True, dir_okay=False), help="Token auth: HS256 secret or EC P-256 PEM key file")
 @click.option("--token-service", help="Token auth: service name")
 @click.option("--no-delete", is_flag=True, help="Refuse DELETE of manifests and blobs")
 def serve(addr: str, root: str, tls_cert: str | None, tls_key: str | None, htpasswd: str | None,

@@ -54,11 +54,11 @@ UPLOAD_REF_PREFIX = "upload:"
 
 
 def valid_name(name: str) -> bool:
-    return len(name) <= NAME_MAX and NAME_RE.match(name) is not None
+    return len(name) <= NAME_MAX and NAME_RE.fullmatch(name) is not None
 
 
 def valid_tag(tag: str) -> bool:
-    return TAG_RE.match(tag) is not None
+    return TAG_RE.fullmatch(tag) is not None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -292,7 +292,7 @@ class RegistryStore:
         return session
 
     def session(self, upload_id: str) -> UploadSession | None:
-        if not UUID_RE.match(upload_id):
+        if not UUID_RE.fullmatch(upload_id):
             return None  # never a path component we did not make
         try:
             doc = json.loads((self.uploads_dir / upload_id / "session.json").read_bytes())
@@ -313,5 +313,5 @@ class RegistryStore:
                     shutil.rmtree(path, ignore_errors=True)
 
     def remove_session(self, upload_id: str) -> None:
-        if UUID_RE.match(upload_id):
+        if UUID_RE.fullmatch(upload_id):
             shutil.rmtree(self.uploads_dir / upload_id, ignore_errors=True)

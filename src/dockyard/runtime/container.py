@@ -98,6 +98,16 @@ def _child_failed(sock: socket.socket, exc: BaseException) -> None:
     os._exit(1)
 
 
+def _close_fds_except(keep: set[int], first: int = 3) -> None:
+    """Close every fd from FIRST up but KEEP: nothing the caller holds (a daemon's sockets,
+    a directory) may reach the container, where a directory fd could lead out of its root."""
+    low = first
+    for fd in sorted(k for k in keep if k >= first):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
 def _fork_child(body, stdio: tuple[int, int, int] | None) -> tuple[int, socket.socket]:
     """Fork a child that runs BODY(report_socket) with STDIO as its 0, 1, 2; return its pid
     and our end of the report socket. The child never returns into the caller's code."""
@@ -378,14 +388,16 @@ class Runtime:
                     joins: list, seccomp: tuple[bytes, int] | None, console_socket: str | socket.socket | None,
                     stdio: tuple[int, int, int] | None, preserve_fds: int) -> int:
         console = _connect_console(console_socket)
-        state_dir = os.open(os.path.join(self.root, rec["id"]),
-                            os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # A handle on the fifo itself, not its directory: a directory fd reaching the init
+        # could become its working directory on the host (runc's CVE-2024-21626).
+        fifo_fd = os.open(os.path.join(self.root, rec["id"], "exec.fifo"),
+                            os.O_PATH | os.O_CLOEXEC)
         linux = config.get("linux", {})
         hooks = config.get("hooks", {})
         first, parent = _fork_child(
             lambda sock: self._stage1(sock, rec, config, proc, cgroup, new_flags, joins, seccomp,
-                                      console, state_dir, preserve_fds), stdio)
-        os.close(state_dir)
+                                      console, fifo_fd, preserve_fds), stdio)
+        os.close(fifo_fd)
         if console:
             console.close()
         init_pid = 0
@@ -433,9 +445,13 @@ class Runtime:
                 raise InvalidArgument(f"linux.{key}: the kernel refused them: {e.strerror}") from None
 
     def _stage1(self, sock: socket.socket, rec: dict, config: dict, proc: Prepared, cgroup,
-                new_flags: int, joins: list, seccomp, console, state_dir: int,
+                new_flags: int, joins: list, seccomp, console, fifo_fd: int,
                 preserve_fds: int) -> None:
         """First child: cgroup, namespaces; forks the init and reports its pid."""
+        # Not dumpable while the host's interpreter runs inside the container's namespaces:
+        # its /proc/PID/exe must not be reachable from there (runc's CVE-2019-5736).
+        # execve makes the container's program dumpable again.
+        L.prctl(L.PR_SET_DUMPABLE, 0)
         _join(cgroup, joins)
         in_userns = bool(new_flags & L.CLONE_NEWUSER) or any(j[0] == "user" for j in joins)
         if new_flags & L.CLONE_NEWUSER:
@@ -451,11 +467,11 @@ class Runtime:
                 raise InvalidArgument("linux.uidMappings: container uid and gid 0 must be mapped") from None
         L.unshare(new_flags & ~L.CLONE_NEWUSER)
         _fork_reporting_pid(sock, lambda: self._stage2(
-            sock, rec, config, proc, cgroup, new_flags, in_userns, seccomp, console, state_dir,
+            sock, rec, config, proc, cgroup, new_flags, in_userns, seccomp, console, fifo_fd,
             preserve_fds))
 
     def _stage2(self, sock: socket.socket, rec: dict, config: dict, proc: Prepared, cgroup,
-                new_flags: int, in_userns: bool, seccomp, console, state_dir: int,
+                new_flags: int, in_userns: bool, seccomp, console, fifo_fd: int,
                 preserve_fds: int) -> None:
         """The container's init: root filesystem, identity, then wait for start and exec."""
         from dockyard.runtime import process as P
@@ -463,6 +479,8 @@ class Runtime:
 
         linux = config.get("linux", {})
         hooks = config.get("hooks", {})
+        _close_fds_except({sock.fileno(), fifo_fd, console.fileno() if console else -1},
+                          first=3 + preserve_fds)
         os.setsid()
         rootfs = rec["rootfs"]
         prop = R.PROPAGATION.get(linux.get("rootfsPropagation", ""), L.MS_PRIVATE | L.MS_REC)
@@ -481,7 +499,11 @@ class Runtime:
             R.make_device(rootfs, dev, in_userns)
         cwd = R.secure_join(rootfs, proc.cwd)
         if not os.path.isdir(cwd):
-            os.makedirs(cwd, 0o755, exist_ok=True)
+            try:
+                os.makedirs(cwd, 0o755, exist_ok=True)
+            except OSError as e:
+                raise InvalidArgument(f"process.cwd: cannot create {proc.cwd!r} in the "
+                                      f"container: {e.strerror}") from None
         if hooks.get("prestart") or hooks.get("createRuntime"):
             _send(sock, {"t": "hooks"})
             if _recv(sock) is None:
@@ -509,10 +531,13 @@ class Runtime:
         exe = P.become(proc, console, seccomp)
         _send(sock, {"t": "ready"})
         sock.close()
-        # Through the directory fd the privileged parent opened: the state directory
-        # may be out of this (possibly unprivileged) process's reach.
-        fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dir)
-        os.close(state_dir)
+        # Reopened through the handle the privileged parent made: the state directory may
+        # be out of this (possibly unprivileged) process's reach, and out of its root.
+        try:
+            fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Unsupported("mounts: the container needs /proc mounted to be started") from None
+        os.close(fifo_fd)
         os.write(fifo, b"0")
         os.close(fifo)
         if hooks.get("startContainer"):
@@ -540,7 +565,10 @@ class Runtime:
                 if poller.poll(100):
                     if os.read(fd, 1):
                         break
-                    # The writer end closed without writing: the init died.
+                    # The writer end closed without writing: another start got there first,
+                    # or the init died.
+                    if _start_time(rec["pid"]) == rec["starttime"]:
+                        raise Conflict(f"container {cid} is already started")
                 if _start_time(rec["pid"]) != rec["starttime"]:
                     raise SystemFailure(f"container {cid}: its init process died before start")
         finally:
@@ -552,6 +580,9 @@ class Runtime:
     def kill(self, cid: str, sig: int = signal.SIGTERM, all: bool = False) -> None:
         rec = self._load(cid)
         status = self._status(rec)
+        if status == "creating":
+            # No init yet: its pid is recorded as 0, and kill(0) would hit our own group.
+            raise Conflict(f"container {cid} is still being created")
         if status == "stopped" and not all:
             raise Conflict(f"container {cid} is not running")
         if all:
@@ -655,9 +686,7 @@ class Runtime:
         process = dict(process)
         process.setdefault("cwd", "/")
         process.setdefault("user", {"uid": 0, "gid": 0})
-        spec._check(process, spec._SCHEMA["process"], "process")
-        if not process.get("args"):
-            raise InvalidArgument("process.args: must name the program to run")
+        spec.validate_process(process)
         proc = Prepared(process)
         proc.check_privileges()
         if proc.terminal and not console_socket:
@@ -718,6 +747,7 @@ class Runtime:
 
     def _exec_stage1(self, sock: socket.socket, proc: Prepared, cgroup, joins: list,
                      seccomp, console) -> None:
+        L.prctl(L.PR_SET_DUMPABLE, 0)  # as in _stage1
         _join(cgroup, joins)
         _fork_reporting_pid(sock, lambda: self._exec_stage2(sock, proc, seccomp, console))
 
@@ -725,13 +755,12 @@ class Runtime:
     def _exec_stage2(sock: socket.socket, proc: Prepared, seccomp, console) -> None:
         from dockyard.runtime import process as P
 
+        # Keep the report socket until execve: its closing tells the parent it worked.
+        _close_fds_except({sock.fileno(), console.fileno() if console else -1})
+        os.set_inheritable(sock.fileno(), False)
         os.setsid()
         exe = P.become(proc, console, seccomp)
         P.seal(proc, seccomp)
-        os.set_inheritable(sock.fileno(), False)
-        # Keep the report socket until execve: its closing tells the parent it worked.
-        os.closerange(3, sock.fileno())
-        os.closerange(sock.fileno() + 1, 1 << 20)
         try:
             os.execve(exe, proc.args, _env_dict(proc.env))
         except OSError as e:

@@ -176,6 +176,12 @@ def set_identity(p: Prepared) -> None:
     if p.umask is not None:
         os.umask(p.umask)
     os.chdir(p.cwd)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # The kernel says the directory is not under our root: a path such as
+        # /proc/self/fd/N led outside the container.
+        raise InvalidArgument(f"process.cwd: {p.cwd!r} is outside the container's root") from None
 
 
 def become(p: Prepared, console, seccomp: tuple[bytes, int] | None) -> str:

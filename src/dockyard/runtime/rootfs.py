@@ -200,13 +200,16 @@ def create_default_devices(rootfs: str, in_userns: bool) -> None:
     for path, major, minor in DEFAULT_DEVICES:
         make_device(rootfs, {"type": "c", "path": path, "major": major, "minor": minor,
                              "fileMode": 0o666, "uid": 0, "gid": 0}, in_userns)
-    for target, link in _DEV_LINKS:
-        dest = rootfs + link
+    # Every path is resolved inside the rootfs: an image whose /dev is a symlink must not
+    # make us write next to wherever it points on the host.
+    links = list(_DEV_LINKS)
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "/dev/core"))
+    for target, link in links:
+        dest = secure_join(rootfs, link)
         if not os.path.lexists(dest):
             os.symlink(target, dest)
-    if os.path.exists("/proc/kcore") and not os.path.lexists(rootfs + "/dev/core"):
-        os.symlink("/proc/kcore", rootfs + "/dev/core")
-    shm = rootfs + "/dev/shm"
+    shm = secure_join(rootfs, "/dev/shm")
     if not os.path.lexists(shm):
         os.mkdir(shm, 0o1777)
         os.chmod(shm, 0o1777)

@@ -117,33 +117,7 @@ def validate(config: dict) -> None:
     process = config.get("process")
     if process is None:
         raise InvalidArgument("process: missing")
-    if not process.get("args"):
-        raise InvalidArgument("process.args: must name the program to run")
-    cwd = process.get("cwd", "")
-    if not cwd.startswith("/"):
-        raise InvalidArgument(f"process.cwd: {cwd!r} must be an absolute path")
-    if "user" not in process:
-        raise InvalidArgument("process.user: missing")
-    user = process["user"]
-    for key in ("uid", "gid"):
-        if key not in user:
-            raise InvalidArgument(f"process.user.{key}: missing")
-    for key in ("uid", "gid"):
-        if not 0 <= user[key] <= 0xFFFFFFFE:
-            raise InvalidArgument(f"process.user.{key}: {user[key]} is out of range")
-    for i, gid in enumerate(user.get("additionalGids", [])):
-        if not 0 <= gid <= 0xFFFFFFFE:
-            raise InvalidArgument(f"process.user.additionalGids[{i}]: {gid} is out of range")
-    if "umask" in user and not 0 <= user["umask"] <= 0o777:
-        raise InvalidArgument(f"process.user.umask: {user['umask']:#o} is out of range")
-    for i, var in enumerate(process.get("env", [])):
-        if "=" not in var:
-            raise InvalidArgument(f"process.env[{i}]: {var!r} is not of the form KEY=value")
-    size = process.get("consoleSize")
-    if size and not (0 <= size.get("height", 0) <= 0xFFFF and 0 <= size.get("width", 0) <= 0xFFFF):
-        raise InvalidArgument("process.consoleSize: out of range")
-    if "oomScoreAdj" in process and not -1000 <= process["oomScoreAdj"] <= 1000:
-        raise InvalidArgument(f"process.oomScoreAdj: {process['oomScoreAdj']} is outside -1000..1000")
+    validate_process(process)
     for i, mount in enumerate(config.get("mounts", [])):
         dest = mount.get("destination", "")
         if not dest.startswith("/"):
@@ -156,7 +130,41 @@ def validate(config: dict) -> None:
                 raise InvalidArgument(f"hooks.{kind}[{i}].path: must be an absolute path")
             if "timeout" in hook and hook["timeout"] <= 0:
                 raise InvalidArgument(f"hooks.{kind}[{i}].timeout: must be positive")
+            for j, var in enumerate(hook.get("env", [])):
+                if "=" not in var:
+                    raise InvalidArgument(f"hooks.{kind}[{i}].env[{j}]: {var!r} is not of the form KEY=value")
     _validate_linux(config.get("linux", {}), config)
+
+
+def validate_process(process: dict, where: str = "process") -> None:
+    """Check a process object (config.json's, or one given to exec)."""
+    _check(process, _SCHEMA["process"], where)
+    if not process.get("args"):
+        raise InvalidArgument(f"{where}.args: must name the program to run")
+    cwd = process.get("cwd", "")
+    if not cwd.startswith("/"):
+        raise InvalidArgument(f"{where}.cwd: {cwd!r} must be an absolute path")
+    if "user" not in process:
+        raise InvalidArgument(f"{where}.user: missing")
+    user = process["user"]
+    for key in ("uid", "gid"):
+        if key not in user:
+            raise InvalidArgument(f"{where}.user.{key}: missing")
+        if not 0 <= user[key] <= 0xFFFFFFFE:
+            raise InvalidArgument(f"{where}.user.{key}: {user[key]} is out of range")
+    for i, gid in enumerate(user.get("additionalGids", [])):
+        if not 0 <= gid <= 0xFFFFFFFE:
+            raise InvalidArgument(f"{where}.user.additionalGids[{i}]: {gid} is out of range")
+    if "umask" in user and not 0 <= user["umask"] <= 0o777:
+        raise InvalidArgument(f"{where}.user.umask: {user['umask']:#o} is out of range")
+    for i, var in enumerate(process.get("env", [])):
+        if "=" not in var:
+            raise InvalidArgument(f"{where}.env[{i}]: {var!r} is not of the form KEY=value")
+    size = process.get("consoleSize")
+    if size and not (0 <= size.get("height", 0) <= 0xFFFF and 0 <= size.get("width", 0) <= 0xFFFF):
+        raise InvalidArgument(f"{where}.consoleSize: out of range")
+    if "oomScoreAdj" in process and not -1000 <= process["oomScoreAdj"] <= 1000:
+        raise InvalidArgument(f"{where}.oomScoreAdj: {process['oomScoreAdj']} is outside -1000..1000")
 
 
 def _validate_linux(linux: dict, config: dict) -> None:
@@ -197,9 +205,34 @@ def _validate_linux(linux: dict, config: dict) -> None:
             raise InvalidArgument(f"linux.devices[{i}].path: must be under /dev/")
         if dev["type"] != "p" and ("major" not in dev or "minor" not in dev):
             raise InvalidArgument(f"linux.devices[{i}]: major and minor are required")
-    for key, value in linux.get("sysctl", {}).items():
+    for key in linux.get("sysctl", {}):
         if not key or "/" in key or ".." in key:
             raise InvalidArgument(f"linux.sysctl.{key}: not a sysctl name")
+        needs = _sysctl_namespace(key)
+        if needs is None:
+            raise Unsupported(f"linux.sysctl.{key}: not in a namespace of the container's own; "
+                              "setting it would change the host")
+        if needs not in seen:
+            raise InvalidArgument(f"linux.sysctl.{key}: needs the container's own {needs} namespace")
+    prop = linux.get("rootfsPropagation", "")
+    if prop in ("shared", "rshared"):
+        raise Unsupported(f"linux.rootfsPropagation: {prop!r} is not supported yet")
+
+
+# Sysctls that belong to a namespace, as runc allows them (others are host-wide).
+_IPC_SYSCTLS = frozenset(("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                          "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                          "kernel.shm_rmid_forced"))
+
+
+def _sysctl_namespace(key: str) -> str | None:
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        return "ipc"
+    if key.startswith("net."):
+        return "network"
+    if key in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
 
 
 _PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared",
