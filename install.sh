@@ -28,6 +28,7 @@ launcher() {  # command module
 }
 launcher dockyard-runtime dockyard.runtime.cli
 launcher dockyard dockyard.cli.main
+launcher dockyardd dockyard.daemon.main
 
 # An example bundle from Debian's busybox-static, so a first container needs no registry.
 example=/var/lib/dockyard/examples/busybox

@@ -1,0 +1,1 @@
+"""The engine behind dockyardd: configuration, the image store and events, no HTTP."""
