@@ -105,3 +105,11 @@ def test_unsupported_resource_is_named(runtime, bundle):
     res = runtime("create", "--bundle", path, "blk", check=False)
     assert res.returncode != 0 and "linux.resources.blockIO.weight" in res.stderr
     assert runtime("list", "-q").stdout == ""
+
+
+def test_device_replaces_a_symlink_at_its_path(runtime, bundle):
+    # /dev/ptmx is a symlink to pts/ptmx by default; a device listed there replaces it.
+    bundle.config["linux"]["devices"] = [{"type": "c", "path": "/dev/ptmx", "major": 5,
+                                          "minor": 2, "fileMode": 0o666}]
+    out = run(runtime, bundle, "test -c /dev/ptmx && ! test -L /dev/ptmx && echo node")
+    assert out == "node\n"

@@ -216,7 +216,10 @@ def create_default_devices(rootfs: str, in_userns: bool) -> None:
 
 
 def make_device(rootfs: str, dev: dict, in_userns: bool) -> None:
-    dest = secure_join(rootfs, dev["path"])
+    # The node replaces whatever is at its path: a symlink there (/dev/ptmx -> pts/ptmx)
+    # is replaced, not followed.
+    parent, name = os.path.split(dev["path"].rstrip("/"))
+    dest = os.path.join(secure_join(rootfs, parent), name)
     _mkdirs(os.path.dirname(dest))
     if os.path.lexists(dest):
         os.unlink(dest)
