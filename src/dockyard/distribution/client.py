@@ -776,7 +776,9 @@ class RegistryClient:
                         writer.abort()
                         raise InvalidArgument(f"digest mismatch for {kind} {d} from "
                                               f"{t.endpoint.host}/{t.path}: expected {d}, got {actual}")
-                    writer.commit(desc.size, d)
+                    # The commit fsyncs the blob: off the event loop, so other layers keep
+                    # streaming meanwhile.
+                    await asyncio.to_thread(writer.commit, desc.size, d)
                 finally:
                     writer.close()  # keeps the bytes of an unfinished download for a resume
                 downloaded.append(d)
