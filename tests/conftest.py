@@ -151,13 +151,15 @@ def runtime(tmp_path: Path) -> Iterator[RuntimeCLI]:
 
 @pytest.fixture(autouse=True)
 def no_leaks(tmp_path: Path) -> Iterator[None]:
-    """Every test leaves no mount under its directory and no cgroup behind."""
+    """Every test leaves no mount under its directory and no cgroup it made behind.
+    Cgroups there before the test (another process's containers) are not its doing."""
+    before = set(_leftover_cgroups("/dockyard-test"))
     yield
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     leaked = [m for m in mounts if m.startswith(str(tmp_path))]
     for m in sorted(leaked, reverse=True):
         subprocess.run(["umount", "-l", m], check=False)
-    cgroups = _leftover_cgroups("/dockyard-test")
+    cgroups = sorted(set(_leftover_cgroups("/dockyard-test")) - before)
     for d in cgroups:
         try:
             os.rmdir(d)
