@@ -113,3 +113,10 @@ def test_device_replaces_a_symlink_at_its_path(runtime, bundle):
                                           "minor": 2, "fileMode": 0o666}]
     out = run(runtime, bundle, "test -c /dev/ptmx && ! test -L /dev/ptmx && echo node")
     assert out == "node\n"
+
+
+def test_signals_start_at_their_defaults(runtime, bundle):
+    # The runtime is Python, which ignores SIGPIPE and SIGXFSZ: the container must not
+    # inherit that (SigIgn all zero, nothing blocked).
+    out = run(runtime, bundle, "grep -E '^Sig(Ign|Blk)' /proc/self/status")
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]

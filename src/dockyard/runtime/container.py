@@ -108,6 +108,19 @@ def _close_fds_except(keep: set[int], first: int = 3) -> None:
     os.closerange(low, 1 << 20)
 
 
+def _reset_signals() -> None:
+    """Default dispositions and an empty mask, as a container's program expects: Python
+    ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across execve."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass  # numbers the kernel reserves (glibc's real-time signals)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _fork_child(body, stdio: tuple[int, int, int] | None) -> tuple[int, socket.socket]:
     """Fork a child that runs BODY(report_socket) with STDIO as its 0, 1, 2; return its pid
     and our end of the report socket. The child never returns into the caller's code."""
@@ -481,6 +494,7 @@ class Runtime:
         hooks = config.get("hooks", {})
         _close_fds_except({sock.fileno(), fifo_fd, console.fileno() if console else -1},
                           first=3 + preserve_fds)
+        _reset_signals()
         os.setsid()
         rootfs = rec["rootfs"]
         prop = R.PROPAGATION.get(linux.get("rootfsPropagation", ""), L.MS_PRIVATE | L.MS_REC)
@@ -758,6 +772,7 @@ class Runtime:
         # Keep the report socket until execve: its closing tells the parent it worked.
         _close_fds_except({sock.fileno(), console.fileno() if console else -1})
         os.set_inheritable(sock.fileno(), False)
+        _reset_signals()
         os.setsid()
         exe = P.become(proc, console, seccomp)
         P.seal(proc, seccomp)
