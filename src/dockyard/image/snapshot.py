@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.image import overlay
+from dockyard.image.database import Database
 from dockyard.image.digest import Digest
 from dockyard.image.manifest import chain_ids  # noqa: F401  (re-exported for callers)
 
@@ -124,44 +125,9 @@ class Snapshotter:
         for d in (self.root, self._snapshots, self._tmp, self._locks, self._trash, self._empty):
             os.makedirs(d, mode=0o700, exist_ok=True)
         os.chmod(self._empty, 0o755)
-        self._db_path = os.path.join(self.root, "snapshots.db")
-        with contextlib.closing(self._connect()) as db:
-            # WAL lets readers go on while one process commits a snapshot.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._db = Database(os.path.join(self.root, "snapshots.db"), _SCHEMA, "NORMAL")
 
     # -- plumbing
-
-    def _connect(self) -> sqlite3.Connection:
-        # A connection per operation: sqlite connections are not for sharing
-        # between threads, and opening one is cheap next to unpacking a layer.
-        db = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; it holds sqlite's database-wide write lock, which
-        also serialises the directory renames done inside it."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
 
     @contextlib.contextmanager
     def _chain_lock(self, chain_id: Digest, blocking: bool = True) -> Iterator[bool]:
@@ -205,7 +171,7 @@ class Snapshotter:
 
     def layer_path(self, chain_id: str) -> str | None:
         """The fs directory of committed layer CHAIN_ID, or None."""
-        with self._read() as db:
+        with self._db.read() as db:
             row = self._get(db, "layer", Digest(chain_id))
         return self._fs(row.id) if row else None
 
@@ -227,7 +193,7 @@ class Snapshotter:
         if existing is not None:
             return existing
         with self._chain_lock(chain_id):
-            with self._read() as db:
+            with self._db.read() as db:
                 row = self._get(db, "layer", chain_id)
                 if row is not None:  # another caller unpacked it while we waited
                     return self._fs(row.id)
@@ -243,7 +209,7 @@ class Snapshotter:
                 os.chmod(fs, 0o755)  # not the umask's idea of it
                 started = time.monotonic()
                 apply_fn(fs)
-                with self._write() as db:
+                with self._db.write() as db:
                     row = self._get(db, "layer", chain_id)
                     if row is not None:
                         # Only if the chain lock did not exclude the other process
@@ -271,7 +237,7 @@ class Snapshotter:
         """The fs directories of layer CHAIN_ID and all layers under it, bottom first."""
         out: list[str] = []
         name: str | None = Digest(chain_id)
-        with self._read() as db:
+        with self._db.read() as db:
             while name is not None:
                 row = self._get(db, "layer", name)
                 if row is None:
@@ -284,7 +250,7 @@ class Snapshotter:
     def remove_layer(self, chain_id: str) -> None:
         """Delete layer CHAIN_ID; Conflict while a layer or container is on top of it."""
         chain_id = Digest(chain_id)
-        with self._write() as db:
+        with self._db.write() as db:
             row = self._get(db, "layer", chain_id)
             if row is None:
                 raise NotFound(f"layer {chain_id} is not unpacked")
@@ -309,7 +275,7 @@ class Snapshotter:
         parent = Digest(parent_chain) if parent_chain is not None else None
         sid = secrets.token_hex(16)
         base = os.path.join(self._snapshots, sid)
-        with self._write() as db:
+        with self._db.write() as db:
             if self._get(db, "container", key) is not None:
                 raise Conflict(f"snapshot {key} already exists")
             if parent is not None and self._get(db, "layer", parent) is None:
@@ -335,7 +301,7 @@ class Snapshotter:
 
     def container_dirs(self, key: str) -> tuple[list[str], str, str]:
         """(lowers bottom first, upper, work) of container snapshot KEY."""
-        with self._read() as db:
+        with self._db.read() as db:
             row = self._container(db, key)
         lowers = self.lowers(row.parent) if row.parent is not None else []
         base = os.path.join(self._snapshots, row.id)
@@ -347,7 +313,7 @@ class Snapshotter:
         target = os.path.abspath(target)
         overlay.mount_overlay(lowers or [self._empty], target, upper=upper, work=work)
         try:
-            with self._write() as db:
+            with self._db.write() as db:
                 db.execute("UPDATE snapshots SET mounted=? WHERE kind='container' AND name=?",
                            (target, key))
         except BaseException:
@@ -356,18 +322,18 @@ class Snapshotter:
 
     def unmount_container(self, key: str, target: str | None = None) -> None:
         """Unmount container snapshot KEY from TARGET (default: where it was mounted)."""
-        with self._read() as db:
+        with self._db.read() as db:
             row = self._container(db, key)
         where = target or row.mounted
         if where:
             overlay.unmount(where)
-        with self._write() as db:
+        with self._db.write() as db:
             db.execute("UPDATE snapshots SET mounted=NULL WHERE kind='container' AND name=?",
                        (key,))
 
     def remove(self, key: str) -> None:
         """Delete container snapshot KEY and its files; Conflict while mounted."""
-        with self._write() as db:
+        with self._db.write() as db:
             row = self._container(db, key)
             if row.mounted and overlay.is_mounted(row.mounted):
                 raise Conflict(f"snapshot {key} is mounted at {row.mounted}; unmount it first")
@@ -383,7 +349,7 @@ class Snapshotter:
 
         A layer's is computed once and cached (its files never change), a
         container's on every call."""
-        with self._read() as db:
+        with self._db.read() as db:
             row = None
             if name.startswith(("sha256:", "sha512:")):
                 r = db.execute("SELECT id, size, inodes FROM snapshots "
@@ -396,7 +362,7 @@ class Snapshotter:
                 c = self._container(db, name)
                 return _measure(self._fs(c.id))
         used = _measure(self._fs(row[0]))
-        with self._write() as db:
+        with self._db.write() as db:
             db.execute("UPDATE snapshots SET size=?, inodes=? WHERE id=?",
                        (used.size, used.inodes, row[0]))
         return used
@@ -419,7 +385,7 @@ class Snapshotter:
                 if locked:
                     log.info("removing interrupted unpack %s", name)
                     shutil.rmtree(path, ignore_errors=True)
-        with self._write() as db:
+        with self._db.write() as db:
             known = {r[0] for r in db.execute("SELECT id FROM snapshots")}
             for sid in os.listdir(self._snapshots):
                 if sid not in known:
@@ -436,6 +402,6 @@ class Snapshotter:
 
     def snapshots(self) -> list[tuple[str, str, str | None]]:
         """(kind, name, parent ChainID) of every snapshot."""
-        with self._read() as db:
+        with self._db.read() as db:
             return [tuple(r) for r in db.execute(
                 "SELECT kind, name, parent FROM snapshots ORDER BY kind, name")]

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from dockyard.image import layer as layers_mod
 from dockyard.image.content import ContentStore, Lease
+from dockyard.image.database import Database
 from dockyard.image.digest import Digest
 from dockyard.image.manifest import (
     go_json,
@@ -563,43 +564,9 @@ class ImageStore:
         self.snapshots = Snapshotter(os.path.join(self.root, "snapshots"))
         self.tmp = os.path.join(self.root, "tmp")
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
-        self._db_path = os.path.join(self.root, "images.db")
-        with contextlib.closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._db = Database(os.path.join(self.root, "images.db"), _SCHEMA, "FULL")
 
     # -- plumbing ---------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        # One connection per operation: sqlite connections do not cross threads.
-        # FULL: a transaction the caller saw commit survives a power cut too.
-        db = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        return db
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: the database-wide write lock, so
-        resolution and change happen on one consistent state)."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
 
     def cleanup(self) -> None:
         """Remove what crashed operations left (call once at start-up)."""
@@ -712,7 +679,7 @@ class ImageStore:
         PLATFORM) names. Its content must be in the store already, protected by
         the caller's lease until this returns. Not unpacked; see unpack()."""
         r = self.describe(target_digest, platform)
-        with self._write() as db:
+        with self._db.write() as db:
             self._insert(db, r, None, False)
         return self.get(r.config_digest)
 
@@ -748,7 +715,7 @@ class ImageStore:
     def _drop_layers(self, chains: Iterable[Digest]) -> None:
         """Take back layers an operation unpacked before it failed, unless an image
         uses them by now."""
-        with self._read() as db:
+        with self._db.read() as db:
             used = self._used_chains(db)
         for chain in reversed(list(chains)):
             if chain in used:
@@ -798,7 +765,7 @@ class ImageStore:
                         raise
                     raise InvalidArgument(f"{p.label}: {exc}") from None
             out: list[str] = []
-            with self._write() as db:
+            with self._db.write() as db:
                 for p, size in zip(items, sizes):
                     image_id = p.resolved.config_digest
                     self._insert(db, p.resolved, size, size is not None)
@@ -823,7 +790,7 @@ class ImageStore:
         chain id, None for an image without layers. Records the unpacked size."""
         img = image if isinstance(image, Image) else self.get(image)
         size = self._unpack_layers(img.manifest, img.config)
-        with self._write() as db:
+        with self._db.write() as db:
             db.execute("UPDATE images SET size=?, unpacked=1 WHERE id=?", (size, img.id))
         return img.top_chain
 
@@ -878,11 +845,11 @@ class ImageStore:
     def resolve(self, name_or_id: str) -> Digest:
         """The image id of NAME_OR_ID (full id, bare hex, unique id prefix, name[:tag],
         name@digest); NotFound "No such image: ..." as Docker words it."""
-        with self._read() as db:
+        with self._db.read() as db:
             return Digest(self._resolve(db, name_or_id))
 
     def get(self, name_or_id: str) -> Image:
-        with self._read() as db:
+        with self._db.read() as db:
             image_id = self._resolve(db, name_or_id)
             return self._load(db, image_id)
 
@@ -904,7 +871,7 @@ class ImageStore:
                      config=parse_config(self.content.read(image_id)), manifest=m)
 
     def images(self) -> list[Image]:
-        with self._read() as db:
+        with self._db.read() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM images ORDER BY id")]
             return [self._load(db, i) for i in ids]
 
@@ -916,7 +883,7 @@ class ImageStore:
         if target.digest is not None:
             raise InvalidArgument("refusing to create an ambiguous tag using digest reference")
         target = target.with_default_tag()
-        with self._write() as db:
+        with self._db.write() as db:
             image_id = image.id if isinstance(image, Image) else self._resolve(db, image)
             if not self._exists(db, image_id):
                 raise NotFound(f"No such image: {image_id}")
@@ -928,14 +895,14 @@ class ImageStore:
         """Remove the tag or repo digest REF from its image; returns it, familiar."""
         r = parse_normalized(ref) if isinstance(ref, str) else ref
         r = r.docker_ref()
-        with self._write() as db:
+        with self._db.write() as db:
             if db.execute("DELETE FROM refs WHERE ref=?", (str(r),)).rowcount == 0:
                 raise NotFound(f"No such image: {r.familiar()}")
         return r.familiar()
 
     def repository_tags(self, repository: Reference) -> list[tuple[Reference, Digest]]:
         """Every tag of REPOSITORY's name, with the image it names, sorted."""
-        with self._read() as db:
+        with self._db.read() as db:
             rows = db.execute("SELECT ref, image_id FROM refs WHERE kind='tag'").fetchall()
         out = []
         for text, image_id in rows:
@@ -945,7 +912,7 @@ class ImageStore:
         return sorted(out, key=lambda x: x[0].familiar())
 
     def references(self, image: str | Image) -> list[Reference]:
-        with self._read() as db:
+        with self._db.read() as db:
             image_id = image.id if isinstance(image, Image) else self._resolve(db, image)
             return self._refs(db, image_id)
 
@@ -975,7 +942,7 @@ class ImageStore:
                 since = t
         patterns = [_go_pattern(p) for p in f.get("reference")]
         out = []
-        with self._read() as db:
+        with self._db.read() as db:
             rows = db.execute("SELECT id, created_s, created_ns, size, parent FROM images").fetchall()
             children = {p for (p,) in db.execute("SELECT parent FROM images WHERE parent != ''")}
             for image_id, cs, cns, size, parent in rows:
@@ -1024,7 +991,7 @@ class ImageStore:
         return out
 
     def _created_of(self, name_or_id: str) -> tuple[int, int] | None:
-        with self._read() as db:
+        with self._db.read() as db:
             image_id = self._resolve(db, name_or_id)
             row = db.execute("SELECT created_s, created_ns FROM images WHERE id=?",
                              (image_id,)).fetchone()
@@ -1106,7 +1073,7 @@ class ImageStore:
             rows.insert(0, {"Comment": h.comment, "Created": t.seconds if t else 0,
                             "CreatedBy": h.created_by, "Id": "<missing>", "Size": size,
                             "Tags": None})
-        with self._read() as db:
+        with self._db.read() as db:
             image_id: str = img.id
             for row in rows:
                 row["Id"] = image_id
@@ -1133,7 +1100,7 @@ class ImageStore:
                 in_use: InUse) -> tuple[list[dict[str, str]], int]:
         records: list[dict[str, str]] = []
         removed: list[tuple[str, list[str]]] = []
-        with self._write() as db:
+        with self._db.write() as db:
             image_id = self._resolve(db, name_or_id)
             refs = self._refs(db, image_id)
             users = _users(in_use, image_id)
@@ -1236,7 +1203,7 @@ class ImageStore:
         """Remove the unpacked layers of a deleted image that no image uses any more,
         top first; stops at a layer something still sits on (a container's snapshot).
         Returns (chain id, size) of each removed layer."""
-        with self._read() as db:
+        with self._db.read() as db:
             used = self._used_chains(db)
         out = []
         for chain in reversed(chains):
@@ -1267,7 +1234,7 @@ class ImageStore:
             if len(values) > 1:
                 raise InvalidArgument("more than one until filter specified")
             until = parse_timestamp(values[0])
-        with self._read() as db:
+        with self._db.read() as db:
             rows = db.execute("SELECT id, created_s, created_ns FROM images ORDER BY id").fetchall()
             children = {p for (p,) in db.execute("SELECT parent FROM images WHERE parent != ''")}
             candidates = []
@@ -1314,7 +1281,7 @@ class ImageStore:
                 sizes[d] = self.content.info(d)[0]
         # The write lock keeps add() from recording an image between reading the
         # roots and sweeping: it re-checks its content inside its own transaction.
-        with self._write() as db:
+        with self._db.write() as db:
             roots = [d for (d,) in db.execute("SELECT DISTINCT digest FROM targets")]
             roots += [d for (d,) in db.execute("SELECT DISTINCT manifest FROM targets")]
             deleted = self.content.gc(roots, blob_children(self.content))
@@ -1398,7 +1365,7 @@ class ImageStore:
                 await c.close()
 
         def record() -> None:
-            with self._write() as db:
+            with self._db.write() as db:
                 if self._exists(db, img.id):
                     self._set_ref(db, r.repository.with_digest(digest), img.id)
         await asyncio.to_thread(record)
