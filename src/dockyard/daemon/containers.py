@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dockyard.daemon import names as names_mod
+from dockyard.atomicfile import TMP_MARK, fsync_dir, write_atomic
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 from dockyard.image.store import format_go_time, parse_go_time
 
@@ -56,7 +57,6 @@ __all__ = ["ACCEPTED_FILTERS", "Container", "ContainerStore", "State", "ZERO_TIM
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: Docker's "never"
 CONFIG_FILE = "config.v2.json"
 HOSTCONFIG_FILE = "hostconfig.json"
-_TMP_MARK = ".tmp-"          # temp files: ".<name>.tmp-<random>"
 _REMOVING = ".removing-"     # a container directory being deleted
 _ID64 = re.compile(r"[0-9a-f]{64}")
 
@@ -579,39 +579,6 @@ AncestorResolver = Callable[[str], "Iterable[str] | None"]
 
 # -- atomic files ------------------------------------------------------------------------
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace PATH with DATA so that a crash leaves the old file or the new one:
-    write a temp file beside it, fsync it, rename it over PATH, fsync the directory
-    (without which the rename itself may not survive a power loss)."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".{base}{_TMP_MARK}{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quiet(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
-    _fsync_dir(directory)
-
-
 def _unlink_quiet(path: str) -> None:
     try:
         os.unlink(path)
@@ -692,7 +659,7 @@ class ContainerStore:
 
     def _clean_temp_files(self, directory: str) -> None:
         for name in os.listdir(directory):
-            if name.startswith(".") and _TMP_MARK in name:
+            if name.startswith(".") and TMP_MARK in name:
                 _unlink_quiet(os.path.join(directory, name))
 
     def _read(self, cid: str) -> Container:
@@ -721,8 +688,8 @@ class ContainerStore:
             # container exist, so it must find its hostconfig already there.
             if host_config:
                 write_atomic(os.path.join(directory, HOSTCONFIG_FILE),
-                             json.dumps(c.HostConfig).encode())
-            write_atomic(os.path.join(directory, CONFIG_FILE), json.dumps(c.to_disk()).encode())
+                             json.dumps(c.HostConfig).encode(), 0o600)
+            write_atomic(os.path.join(directory, CONFIG_FILE), json.dumps(c.to_disk()).encode(), 0o600)
         except OSError as exc:
             raise SystemFailure(f"saving container {c.ID}: {exc.strerror or exc}") from exc
 
@@ -902,7 +869,7 @@ class ContainerStore:
             aside = os.path.join(self.root, _REMOVING + c.ID)
             try:
                 os.rename(directory, aside)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             except FileNotFoundError:
                 aside = ""
             except OSError as exc:

@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+from dockyard.atomicfile import write_atomic
 from dockyard.errors import InvalidArgument, Unsupported
 
 # libnetwork etchosts defaultContent.
@@ -30,24 +31,6 @@ DEFAULT_HOSTS = (
 # What dockerd falls back to when the host names only local resolvers.
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_RESOLV_CONF = "/etc/resolv.conf"
-
-
-def write_atomic(path: str, data: str, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def parse_extra_hosts(extra_hosts: Iterable[str] | None) -> list[tuple[str, str]]:

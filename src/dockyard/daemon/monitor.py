@@ -51,6 +51,7 @@ from typing import Any, Callable
 
 from dockyard.daemon import monitor_protocol as proto
 from dockyard.daemon.logs import LogWriter, format_time_ns
+from dockyard.atomicfile import write_atomic
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 
 log = logging.getLogger("dockyard.monitor")
@@ -73,19 +74,6 @@ def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """temp + fsync + rename: a reader sees the old file or the whole new one, even after
-    a power cut."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
 
 
 def _signal_number(sig: int | str) -> int:
@@ -231,7 +219,7 @@ class Monitor:
         self.listener = sock
         self.sel.register(sock, selectors.EVENT_READ, self._on_accept)
         self.adopt()
-        _write_atomic(os.path.join(self.root, PID_NAME), str(os.getpid()).encode())
+        write_atomic(os.path.join(self.root, PID_NAME), str(os.getpid()).encode())
         log.info("monitor %d serving %s (%d containers adopted)", os.getpid(), self.root,
                  len(self.containers))
 
@@ -367,7 +355,7 @@ class Monitor:
         if is_init:
             path = os.path.join(self.cdir, proc.id, "exit.json")
             try:
-                _write_atomic(path, json.dumps(proc.exit.to_dict()).encode())
+                write_atomic(path, json.dumps(proc.exit.to_dict()).encode())
             except OSError as e:
                 log.error("recording the exit of %s: %s", proc.id, e)
 
@@ -779,7 +767,7 @@ class Monitor:
         proc.pid = pid
         meta = {"id": cid, "bundle": req["bundle"], "tty": tty, "stdin": want_stdin, "log_path": log_path,
                 "log_opts": req.get("log_opts") or {}, "log_driver": req.get("log_driver"), "pid": pid}
-        _write_atomic(os.path.join(d, "meta.json"), json.dumps(meta).encode())
+        write_atomic(os.path.join(d, "meta.json"), json.dumps(meta).encode())
         c = Container(cid, meta, proc)
         proc.container = c
         if tty:

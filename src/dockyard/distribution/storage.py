@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from dockyard.atomicfile import write_atomic
 from dockyard.errors import InvalidArgument
 from dockyard.image.content import ContentStore
 from dockyard.image.digest import Digest
@@ -61,21 +62,9 @@ def valid_tag(tag: str) -> bool:
     return TAG_RE.fullmatch(tag) is not None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic_mkdir(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data)
 
 
 def _unlink(path: Path) -> bool:
@@ -180,7 +169,7 @@ class RegistryStore:
     def link_blob(self, name: str, d: Digest) -> None:
         path = _digest_path(self._repo(name) / "_layers", d)
         if not path.exists():
-            _write_atomic(path, str(d).encode())
+            _write_atomic_mkdir(path, str(d).encode())
 
     def blob_linked(self, name: str, d: Digest) -> bool:
         """The blob is linked into NAME and its bytes are still in the store."""
@@ -199,7 +188,7 @@ class RegistryStore:
         record: dict[str, Any] = {"mediaType": link.media_type}
         if link.subject is not None:
             record["subject"] = str(link.subject)
-        _write_atomic(_digest_path(self._repo(name) / "_manifests", link.digest),
+        _write_atomic_mkdir(_digest_path(self._repo(name) / "_manifests", link.digest),
                       json.dumps(record).encode())
 
     def manifest_link(self, name: str, d: Digest) -> ManifestLink | None:
@@ -246,7 +235,7 @@ class RegistryStore:
     def set_tag(self, name: str, tag: str, d: Digest) -> None:
         if not valid_tag(tag):
             raise InvalidArgument(f"invalid tag {tag!r}")
-        _write_atomic(self._repo(name) / "_tags" / tag, str(d).encode())
+        _write_atomic_mkdir(self._repo(name) / "_tags" / tag, str(d).encode())
 
     def delete_tag(self, name: str, tag: str) -> bool:
         if not valid_tag(tag):
@@ -261,7 +250,7 @@ class RegistryStore:
 
     def add_referrer(self, name: str, subject: Digest, descriptor: dict[str, Any]) -> None:
         path = self._referrer_path(name, subject, Digest(descriptor["digest"]))
-        _write_atomic(path, json.dumps(descriptor, sort_keys=True).encode())
+        _write_atomic_mkdir(path, json.dumps(descriptor, sort_keys=True).encode())
 
     def referrers(self, name: str, subject: Digest) -> list[dict[str, Any]]:
         base = _digest_path(self._repo(name) / "_referrers", subject)
@@ -287,7 +276,7 @@ class RegistryStore:
     def new_session(self, name: str, algorithm: str) -> UploadSession:
         self._repo(name)  # validates
         session = UploadSession(str(uuidlib.uuid4()), name, algorithm, time.time())
-        _write_atomic(self.uploads_dir / session.uuid / "session.json", json.dumps(
+        _write_atomic_mkdir(self.uploads_dir / session.uuid / "session.json", json.dumps(
             {"repository": name, "algorithm": algorithm, "started": session.started}).encode())
         return session
 

@@ -42,6 +42,7 @@ import hashlib
 import os
 import time
 
+from dockyard.atomicfile import fsync_dir, write_atomic
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.image.digest import ALGORITHMS, Digest
 
@@ -68,32 +69,6 @@ def _log() -> logging.Logger:
 
 def _as_digest(d: str) -> Digest:
     return d if isinstance(d, Digest) else Digest(d)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file_atomic(path: str, data: bytes) -> None:
-    """Replace PATH with DATA so a reader (or a crash) sees old or new, never half."""
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(os.path.dirname(path))
 
 
 def _unlink_quiet(path: str) -> None:
@@ -253,7 +228,7 @@ class Writer:
                 self._write_meta(stored.started_at)  # record what this writer added
         if reset:
             _unlink_quiet(data_path)
-            _write_file_atomic(ref_path, self.ref.encode())
+            write_atomic(ref_path, self.ref.encode(), 0o600)
             self._write_meta(time.time())
         self._data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         # Re-hash what an earlier writer left, so the offset and digest carry on.
@@ -282,7 +257,7 @@ class Writer:
             lines.append(f"expected={self.expected}")
         if self.total is not None:
             lines.append(f"total={self.total}")
-        _write_file_atomic(os.path.join(self._dir, "meta"), ("\n".join(lines) + "\n").encode())
+        write_atomic(os.path.join(self._dir, "meta"), ("\n".join(lines) + "\n").encode(), 0o600)
 
     # -- writing -----------------------------------------------------------
 
@@ -344,7 +319,7 @@ class Writer:
             alg_dir = os.path.dirname(target)
             if not os.path.isdir(alg_dir):
                 os.makedirs(alg_dir, mode=0o755, exist_ok=True)
-                _fsync_dir(os.path.dirname(alg_dir))
+                fsync_dir(os.path.dirname(alg_dir))
             if os.path.exists(target):
                 # Committed already (another ref, or an earlier run): content is equal.
                 os.unlink(data_path)
@@ -352,7 +327,7 @@ class Writer:
                 # Read-only, as containerd leaves blobs: content must never change in place.
                 os.fchmod(self._data_fd, 0o444)
                 os.rename(data_path, target)
-                _fsync_dir(alg_dir)
+                fsync_dir(alg_dir)
         self._closed = True
         self._remove_ingest()
         self._release()
@@ -733,7 +708,7 @@ class ContentStore:
 
         doc = {"id": lease.id, "created": lease.created, "expire": lease.expire,
                "digests": sorted(lease._digests), "ingests": sorted(lease._ingests)}
-        _write_file_atomic(self._lease_path(lease.id), json.dumps(doc, indent=1).encode())
+        write_atomic(self._lease_path(lease.id), json.dumps(doc, indent=1).encode(), 0o600)
 
     # -- garbage collection ------------------------------------------------
 
@@ -777,7 +752,7 @@ class ContentStore:
                 deleted.append(d)
                 touched.add(d.algorithm)
             for algorithm in touched:
-                _fsync_dir(os.path.join(self.root, "blobs", algorithm))
+                fsync_dir(os.path.join(self.root, "blobs", algorithm))
         if deleted:
             _log().info("content gc removed %d blobs", len(deleted))
         return deleted

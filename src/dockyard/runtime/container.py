@@ -19,6 +19,7 @@ import _socket as socket
 import os
 import time
 
+from dockyard.atomicfile import write_atomic
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure, Unsupported
 from dockyard.runtime import hooks as hooks_mod
 from dockyard.runtime import fastjson
@@ -177,16 +178,6 @@ def _raise_from(msg: dict) -> None:
     raise _ERRORS.get(msg.get("kind", ""), SystemFailure)(msg.get("msg", "container init failed"))
 
 
-def _write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
 def _connect_console(console_socket: str | socket.socket | None) -> socket.socket | None:
     """The socket the init sends its pty master through: a path to connect to (as runc's
     --console-socket), or an already connected socket of the caller's."""
@@ -236,8 +227,8 @@ class Runtime:
             raise NotFound(f"container {cid} does not exist") from None
 
     def _save(self, rec: dict) -> None:
-        _write_atomic(os.path.join(self.root, rec["id"], "state.json"),
-                      fastjson.dumps(rec).encode())
+        write_atomic(os.path.join(self.root, rec["id"], "state.json"),
+                     fastjson.dumps(rec).encode(), durable=False)
 
     def _cgroup(self, rec: dict):  # -> Cgroup
         from dockyard.runtime.cgroups import open_cgroup
@@ -353,7 +344,7 @@ class Runtime:
         try:
             self._save(rec)
             if seccomp:
-                _write_atomic(os.path.join(cdir, "seccomp.bpf"), seccomp[0])
+                write_atomic(os.path.join(cdir, "seccomp.bpf"), seccomp[0], durable=False)
                 rec["seccompFlags"] = seccomp[1]
             fifo = os.path.join(cdir, "exec.fifo")
             os.mkfifo(fifo, 0o622)
@@ -366,7 +357,7 @@ class Runtime:
             rec["pid"], rec["starttime"] = pid, _start_time(pid)
             self._save(rec)
             if pid_file:
-                _write_atomic(os.path.abspath(pid_file), str(pid).encode())
+                write_atomic(os.path.abspath(pid_file), str(pid).encode(), durable=False)
         except BaseException:
             if pid:
                 try:
@@ -715,7 +706,7 @@ class Runtime:
             L.set_child_subreaper()
         pid = self._spawn_exec(rec, proc, seccomp, console_socket, stdio)
         if pid_file:
-            _write_atomic(os.path.abspath(pid_file), str(pid).encode())
+            write_atomic(os.path.abspath(pid_file), str(pid).encode(), durable=False)
         if detach:
             return pid
         forward = _SignalForwarder(pid)
