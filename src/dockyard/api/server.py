@@ -151,13 +151,14 @@ class Routes:
 
 
 def create_app(eng: Engine) -> web.Application:
-    from dockyard.api import images, system
+    from dockyard.api import containers, images, system
 
     app = web.Application(middlewares=[_errors, _versions])
     app[ENGINE_KEY] = eng
     routes = Routes()
     system.register(routes)
     images.register(routes)
+    containers.register(routes)
     routes.install(app)
     app.on_response_prepare.append(_common_headers)
     return app

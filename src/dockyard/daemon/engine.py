@@ -146,6 +146,13 @@ class Engine:
         self.events = EventsHub()
         self.id = self._engine_id()
         self.started = time.time()
+        from dockyard.daemon.lifecycle import Lifecycle
+
+        self.lifecycle = Lifecycle(config.data_root, config.exec_root, self.images,
+                                   self._container_event)
+        # Live restore: containers that kept running under the monitor get their
+        # waiters back; those that exited meanwhile get their exit codes.
+        self.lifecycle.restore()
 
     def _engine_id(self) -> str:
         # dockerd keeps a stable engine ID in its data root; a UUID here.
@@ -176,6 +183,12 @@ class Engine:
         attrs = dict(labels or {})
         attrs["name"] = name
         self.events.emit(Event("image", action, actor, attrs))
+
+    def _container_event(self, action: str, c: Any, extra: dict[str, str] | None) -> None:
+        attrs = dict(c.labels)
+        attrs.update({"image": str(c.Config.get("Image") or c.Image), "name": c.Name.lstrip("/")})
+        attrs.update(extra or {})
+        self.events.emit(Event("container", action, c.ID, attrs))
 
     def _labels(self, image_id: str) -> dict[str, str]:
         try:
@@ -368,7 +381,7 @@ class Engine:
                 "BuildCache": []}
 
     async def close(self) -> None:
-        pass
+        self.lifecycle.close()
 
 
 # -- host facts ---------------------------------------------------------------------

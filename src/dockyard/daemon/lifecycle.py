@@ -1,0 +1,504 @@
+"""Container lifecycle: create, start, wait, stop/kill, remove, and live restore.
+
+The records live in the ContainerStore, the processes under the container monitor
+(one process supervising every container, outliving the daemon). Each started
+container has a waiter thread blocked in monitor.wait (a connection of its own); when
+it answers, the exit is recorded, the rootfs unmounted, and an AutoRemove container
+removed. Every method here blocks: the API calls them in threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.daemon import etcfiles, ocispec
+from dockyard.daemon.containers import Container, ContainerStore, summary
+from dockyard.daemon.logs import log_path
+from dockyard.daemon.monitor import AttachStream, MonitorClient, ensure_monitor
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
+from dockyard.image.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+EmitFn = Callable[[str, Container, dict[str, str] | None], None]
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _signal_number(sig: str | int) -> int:
+    """dockerd's signal.ParseSignal: a number, or a name with or without SIG."""
+    if isinstance(sig, int):
+        return sig
+    text = str(sig).strip()
+    if text.isdigit():
+        n = int(text)
+        if n <= 0:
+            raise InvalidArgument(f"Invalid signal: {sig}")
+        return n
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"Invalid signal: {sig}") from None
+
+
+class Lifecycle:
+    """Containers of one daemon: IMAGES gives the rootfs, MONITOR runs them."""
+
+    def __init__(self, data_root: str, exec_root: str, images: ImageStore, emit: EmitFn) -> None:
+        self.store = ContainerStore(os.path.join(data_root, "containers"))
+        # Exit codes of removed containers, for waits with condition=removed.
+        self._last_code: dict[str, int] = {}
+        self.images = images
+        self.exec_root = exec_root
+        self.bundles = os.path.join(exec_root, "bundles")
+        os.makedirs(self.bundles, mode=0o700, exist_ok=True)
+        self.emit = emit
+        self._monitor: MonitorClient | None = None
+        self._monitor_lock = threading.Lock()
+        self._lock = threading.RLock()
+        # Per container: notified (under _cond) whenever its state changes.
+        self._cond = threading.Condition(self._lock)
+        self._waiters: dict[str, threading.Thread] = {}
+        # Attach requests made before start: the start thread attaches them between
+        # monitor.create and monitor.start, so no output is lost.
+        self._pending_attach: dict[str, list[Callable[[AttachStream | None], None]]] = {}
+        self._starting: set[str] = set()
+
+    @property
+    def monitor(self) -> MonitorClient:
+        with self._monitor_lock:
+            if self._monitor is None:
+                self._monitor = ensure_monitor(self.exec_root)
+            return self._monitor
+
+    def close(self) -> None:
+        with self._monitor_lock:
+            if self._monitor is not None:
+                self._monitor.close()
+
+    # -- paths ------------------------------------------------------------------------
+
+    def rootfs(self, cid: str) -> str:
+        return os.path.join(self.store.dir(cid), "rootfs")
+
+    def bundle(self, cid: str) -> str:
+        return os.path.join(self.bundles, cid)
+
+    # -- create -----------------------------------------------------------------------
+
+    def create(self, name: str, config: dict[str, Any], host_config: dict[str, Any]) -> Container:
+        image_ref = config.get("Image") or ""
+        if not image_ref:
+            raise InvalidArgument("Config.Image: no image specified")
+        try:
+            img = self.images.get(image_ref)
+        except NotFound:
+            raise NotFound(f"No such image: {image_ref}") from None
+        image_config = dict(img.config.config or {})
+        args = ocispec.command(config, image_config)
+        # What the daemon stores as Config: the request merged with the image's defaults
+        # (as dockerd's merge does), so inspect shows Cmd/Env/WorkingDir as they run.
+        cfg = dict(config)
+        if not cfg.get("Cmd") and not cfg.get("Entrypoint"):
+            cfg["Cmd"] = image_config.get("Cmd")
+        if cfg.get("Entrypoint") is None:
+            cfg["Entrypoint"] = image_config.get("Entrypoint")
+        cfg["Env"] = ocispec.merge_env(list(image_config.get("Env") or []), cfg.get("Env") or [])
+        if not cfg.get("WorkingDir"):
+            cfg["WorkingDir"] = image_config.get("WorkingDir") or ""
+        if not cfg.get("Labels"):
+            cfg["Labels"] = dict(image_config.get("Labels") or {})
+        if not cfg.get("StopSignal") and image_config.get("StopSignal"):
+            cfg["StopSignal"] = image_config["StopSignal"]
+        hc = dict(host_config)
+        hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        hc.setdefault("NetworkMode", "default")
+        hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        c = Container.new(image_id=str(img.id), config=cfg, host_config=hc, path=args[0],
+                          args=args[1:], name=name)
+        if not cfg.get("Hostname"):
+            cfg["Hostname"] = c.ID[:12]
+            c.Config = cfg
+        c = self.store.add(c)
+        try:
+            d = self.store.dir(c.ID)
+            c.LogPath = str(log_path(d, c.ID))
+            etc = etcfiles.write_etc_files(d, hostname=cfg["Hostname"],
+                                           domainname=cfg.get("Domainname") or "",
+                                           extra_hosts=hc.get("ExtraHosts"), dns=hc.get("Dns"),
+                                           dns_search=hc.get("DnsSearch"),
+                                           dns_options=hc.get("DnsOptions"),
+                                           network_mode=hc.get("NetworkMode") or "none")
+            c.HostnamePath = etc["/etc/hostname"]
+            c.HostsPath = etc["/etc/hosts"]
+            c.ResolvConfPath = etc["/etc/resolv.conf"]
+            top = self.images.unpack(img)
+            self.images.snapshots.prepare_container(c.ID, str(top) if top else None)
+            c = self.store.save(c)
+        except BaseException:
+            self._discard(c.ID)
+            raise
+        self.emit("create", c, None)
+        return c
+
+    def _discard(self, cid: str) -> None:
+        try:
+            self.images.snapshots.remove(cid)
+        except DockyardError:
+            pass
+        try:
+            self.store.remove(cid)
+        except DockyardError:
+            log.exception("removing container %s", cid)
+
+    # -- start ------------------------------------------------------------------------
+
+    def start(self, ref: str) -> None:
+        c = self.store.get(ref)
+        cid = c.ID
+        with self._lock:
+            if c.State.Running or cid in self._starting:
+                raise _NotModified()
+            if c.State.RemovalInProgress:
+                raise Conflict(f"cannot start container {cid}: removal in progress")
+            self._starting.add(cid)
+        try:
+            self._start(c)
+        except BaseException as exc:
+            with self._cond:
+                self._starting.discard(cid)
+                for cb in self._pending_attach.pop(cid, []):
+                    cb(None)
+                self._cond.notify_all()
+            self._cleanup_runtime(cid)
+            if isinstance(exc, DockyardError):
+                self.store.update_state(cid, Error=str(exc), ExitCode=128)
+            raise
+
+    def _start(self, c: Container) -> None:
+        cid = c.ID
+        rootfs = self.rootfs(cid)
+        os.makedirs(rootfs, mode=0o755, exist_ok=True)
+        snaps = self.images.snapshots
+        snaps.mount_container(cid, rootfs)
+        image_config: dict[str, Any] = {}
+        try:
+            image_config = dict(self.images.get(c.Image).config.config or {})
+        except NotFound:
+            pass
+        etc = {"/etc/hostname": c.HostnamePath, "/etc/hosts": c.HostsPath,
+               "/etc/resolv.conf": c.ResolvConfPath}
+        # Config already holds the image's merged defaults; the image config still
+        # matters for the user and anything build_spec reads from it.
+        config = dict(c.Config)
+        spec = ocispec.build_spec(container_id=cid, name=c.Name, config=config,
+                                  host_config=c.HostConfig, image_config=image_config,
+                                  rootfs=rootfs, etc_files=etc,
+                                  handled_elsewhere=("LogConfig", "RestartPolicy", "AutoRemove"))
+        bundle = self.bundle(cid)
+        os.makedirs(bundle, mode=0o700, exist_ok=True)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        mon = self.monitor
+        # A container left in the monitor by an earlier run (exited) is replaced.
+        try:
+            mon.delete(cid, force=True)
+        except NotFound:
+            pass
+        lc = c.HostConfig.get("LogConfig") or {}
+        driver = lc.get("Type") or "json-file"
+        pid = mon.create(cid, bundle, tty=bool(c.Config.get("Tty")),
+                         stdin=bool(c.Config.get("OpenStdin")),
+                         log_path=None if driver == "none" else c.LogPath,
+                         log_opts=lc.get("Config") or {}, log_driver=driver)
+        with self._cond:
+            pending = self._pending_attach.pop(cid, [])
+        for cb in pending:
+            try:
+                cb(mon.attach(cid, stdin=bool(c.Config.get("OpenStdin")),
+                              close_stdin=bool(c.Config.get("StdinOnce"))))
+            except DockyardError:
+                log.exception("attaching to %s", cid)
+                cb(None)
+        mon.start(cid)
+        with self._cond:
+            self.store.update_state(cid, Running=True, Pid=pid, StartedAt=_now_ns(),
+                                    ExitCode=0, Error="", OOMKilled=False, Dead=False,
+                                    FinishedAt="0001-01-01T00:00:00Z")
+            self._starting.discard(cid)
+            self._spawn_waiter(cid)
+            self._cond.notify_all()
+        self.emit("start", self.store.get(cid), None)
+
+    # -- exits ------------------------------------------------------------------------
+
+    def _spawn_waiter(self, cid: str) -> None:
+        t = threading.Thread(target=self._wait_exit, args=(cid,), name=f"wait-{cid[:12]}",
+                             daemon=True)
+        self._waiters[cid] = t
+        t.start()
+
+    def _wait_exit(self, cid: str) -> None:
+        try:
+            rec = self.monitor.wait(cid, timeout=None)
+        except NotFound:
+            rec = {"exit_code": 137, "error": "the container monitor lost the container"}
+        except Exception as exc:  # the monitor went away: nothing more to learn
+            log.error("waiting for container %s: %s", cid, exc)
+            return
+        self._exited(cid, rec)
+
+    def _exited(self, cid: str, rec: dict[str, Any]) -> None:
+        code = int(rec.get("exit_code", 0))
+        try:
+            with self._cond:
+                self.store.update_state(cid, Running=False, Paused=False, Pid=0, ExitCode=code,
+                                        FinishedAt=rec.get("exited_at") or _now_ns(),
+                                        OOMKilled=bool(rec.get("oom_killed")),
+                                        Error=rec.get("error") or "")
+                self._waiters.pop(cid, None)
+                self._cond.notify_all()
+        except NotFound:
+            return
+        self._cleanup_runtime(cid)
+        c = self.store.get(cid)
+        self.emit("die", c, {"exitCode": str(code)})
+        if c.HostConfig.get("AutoRemove"):
+            try:
+                self.remove(cid, force=True)
+            except DockyardError:
+                log.exception("auto-removing container %s", cid)
+
+    def _cleanup_runtime(self, cid: str) -> None:
+        """Release what a run holds: the monitor's record, the rootfs mount, the bundle."""
+        try:
+            self.monitor.delete(cid, force=True)
+        except NotFound:
+            pass
+        except DockyardError as exc:
+            log.warning("deleting %s from the monitor: %s", cid, exc)
+        try:
+            self.images.snapshots.unmount_container(cid)
+        except DockyardError as exc:
+            log.debug("unmounting %s: %s", cid, exc)
+        shutil.rmtree(self.bundle(cid), ignore_errors=True)
+
+    def restore(self) -> None:
+        """Live restore: containers the store thinks running are matched with the
+        monitor's; running ones get a waiter again, the others their exit."""
+        running = [c for c in self.store.all() if c.State.Running]
+        if not running:
+            return
+        try:
+            known = {s["id"]: s for s in self.monitor.list()}
+        except DockyardError as exc:
+            log.error("live restore: %s", exc)
+            known = {}
+        for c in running:
+            st = known.get(c.ID)
+            if st is None:
+                log.warning("container %s is gone from the monitor", c.ID)
+                self._exited(c.ID, {"exit_code": 128, "error": "container lost"})
+            elif st.get("status") == "stopped" and "exit_code" in st:
+                self._exited(c.ID, st)
+            else:
+                with self._cond:
+                    self._spawn_waiter(c.ID)
+
+    # -- wait -------------------------------------------------------------------------
+
+    def wait(self, ref: str, condition: str = "not-running",
+             cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        c = self.store.get(ref)
+        cid = c.ID
+        with self._cond:
+            start_finished = self._finished_marker(cid)
+            while True:
+                if cancelled():
+                    raise SystemFailure("wait cancelled")
+                if cid not in self.store:
+                    if condition == "removed":
+                        return {"StatusCode": self._last_code.get(cid, 0), "Error": None}
+                    raise NotFound(f"No such container: {cid}")
+                cur = self.store.get(cid)
+                running = cur.State.Running or cid in self._starting
+                if condition in ("", "not-running") and not running:
+                    return {"StatusCode": cur.State.ExitCode, "Error": None}
+                if condition == "next-exit" and not running and \
+                        self._finished_marker(cid) != start_finished:
+                    return {"StatusCode": cur.State.ExitCode, "Error": None}
+                self._cond.wait(timeout=1.0)
+
+    def _finished_marker(self, cid: str) -> str:
+        try:
+            return self.store.get(cid).State.FinishedAt
+        except NotFound:
+            return ""
+
+    # -- signals ----------------------------------------------------------------------
+
+    def kill(self, ref: str, sig: str | int = "SIGKILL") -> None:
+        c = self.store.get(ref)
+        num = _signal_number(sig or "SIGKILL")
+        if not c.State.Running:
+            raise Conflict(f"Cannot kill container: {c.ID}: container {c.ID} is not running")
+        self.monitor.kill(c.ID, num)
+        self.emit("kill", c, {"signal": str(num)})
+
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
+        """False when it was not running (dockerd's 304)."""
+        c = self.store.get(ref)
+        if not c.State.Running:
+            return False
+        if timeout is None:
+            timeout = c.Config.get("StopTimeout")
+            if timeout is None:
+                timeout = 10
+        num = _signal_number(sig or c.Config.get("StopSignal") or "SIGTERM")
+        try:
+            self.monitor.kill(c.ID, num)
+        except DockyardError as exc:
+            log.debug("stop signal to %s: %s", c.ID, exc)
+        if not self._wait_stopped(c.ID, timeout):
+            try:
+                self.monitor.kill(c.ID, signal.SIGKILL)
+            except DockyardError as exc:
+                log.debug("SIGKILL to %s: %s", c.ID, exc)
+            self._wait_stopped(c.ID, None)
+        self.emit("stop", self.store.get(c.ID), None)
+        return True
+
+    def _wait_stopped(self, cid: str, timeout: float | None) -> bool:
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if cid not in self.store or not self.store.get(cid).State.Running:
+                    return True
+                left = 1.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 1.0))
+
+    # -- remove -----------------------------------------------------------------------
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        del volumes  # no volumes yet
+        c = self.store.get(ref)
+        cid = c.ID
+        if c.State.Running:
+            if not force:
+                raise Conflict(f"You cannot remove a running container {cid}. Stop the "
+                               "container before attempting removal or force remove")
+            try:
+                self.monitor.kill(cid, signal.SIGKILL)
+            except DockyardError as exc:
+                log.debug("kill %s: %s", cid, exc)
+            self._wait_stopped(cid, 10)
+        with self._cond:
+            try:
+                cur = self.store.get(cid)
+            except NotFound:
+                return  # removed meanwhile (AutoRemove)
+            if cur.State.RemovalInProgress:
+                raise Conflict(f"removal of container {cid} is already in progress")
+            self.store.update_state(cid, RemovalInProgress=True)
+        try:
+            self._cleanup_runtime(cid)
+            try:
+                self.images.snapshots.remove(cid)
+            except NotFound:
+                pass
+            self.store.remove(cid)
+        except BaseException:
+            with self._cond:
+                if cid in self.store:
+                    self.store.update_state(cid, RemovalInProgress=False)
+            raise
+        with self._cond:
+            self._last_code[cid] = cur.State.ExitCode
+            self._cond.notify_all()
+        self.emit("destroy", cur, None)
+
+    # -- attach -----------------------------------------------------------------------
+
+    def attach_request(self, ref: str) -> _AttachRequest:
+        """Register an attach onto the container REF names; the stream comes right away
+        when it runs, else when it is started (the docker CLI attaches before it
+        starts the container, and must see all of the output)."""
+        c = self.store.get(ref)
+        req = _AttachRequest(self, c.ID)
+        with self._cond:
+            if not self.store.get(c.ID).State.Running:
+                self._pending_attach.setdefault(c.ID, []).append(req.deliver)
+                return req
+        try:
+            req.deliver(self.monitor.attach(c.ID))
+        except NotFound:
+            req.deliver(None)
+        return req
+
+    # -- reading ----------------------------------------------------------------------
+
+    def list(self, all: bool, filters: Any, limit: int) -> list[dict[str, Any]]:
+        def ancestors(ref: str) -> list[str]:
+            try:
+                return [str(self.images.get(ref).id)]
+            except DockyardError:
+                return []
+
+        def resolve_image(ref: str) -> str | None:
+            try:
+                return str(self.images.get(ref).id)
+            except DockyardError:
+                return None
+
+        cs = self.store.list(all=all, filters=filters, limit=limit, ancestors=ancestors)
+        return [summary(c, resolve_image=resolve_image) for c in cs]
+
+
+class _NotModified(DockyardError):
+    """The container is already started (dockerd's 304)."""
+
+    http_status = 304
+
+
+NotModified = _NotModified
+
+
+class _AttachRequest:
+    def __init__(self, lc: Lifecycle, cid: str) -> None:
+        self.lc = lc
+        self.cid = cid
+        self.ready = threading.Event()
+        self.stream: AttachStream | None = None
+
+    def deliver(self, stream: AttachStream | None) -> None:
+        self.stream = stream
+        self.ready.set()
+
+    def get(self, cancelled: Callable[[], bool]) -> AttachStream | None:
+        """The stream (None when the container will not run), waiting for its start."""
+        while not self.ready.wait(0.5):
+            if cancelled() or self.cid not in self.lc.store:
+                with self.lc._cond:
+                    pending = self.lc._pending_attach.get(self.cid, [])
+                    if self.deliver in pending:
+                        pending.remove(self.deliver)
+                if not self.ready.is_set():
+                    return None
+        return self.stream

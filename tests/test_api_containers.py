@@ -1,0 +1,200 @@
+"""dockyardd's container endpoints, judged by the docker CLI and docker-py against a
+real daemon on a temporary socket, with busybox loaded from the shared OCI layout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+MUSL = SHARED / "images" / "busybox" / "1.38.0-musl"
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+CGROUP_PARENT = "/dockyard-test-api"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sock = root / "d.sock"
+        self.exec_root = root / "exec"
+        self.data_root = root / "data"
+        self.log = open(root / "dockyardd.log", "ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host,
+                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while subprocess.run([DOCKER, "-H", self.host, "version"], capture_output=True).returncode:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError("dockyardd did not start")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def docker(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DOCKER_HOST=d.host)
+    r = subprocess.run([DOCKER, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    if not MUSL.is_dir() or not os.path.exists(DOCKER):
+        pytest.skip("busybox layout or docker CLI missing")
+    root = tmp_path_factory.mktemp("containers")
+    archive = root / "busybox.tar"
+    with tarfile.open(archive, "w") as tar:
+        for entry in sorted(MUSL.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    d = Daemon(root)
+    try:
+        docker(d, "load", "-i", str(archive))
+        docker(d, "tag", "busybox:1.38.0-musl", "busybox:latest")
+        yield d
+    finally:
+        ids = docker(d, "ps", "-aq", check=False).stdout.split()
+        if ids:
+            docker(d, "rm", "-f", *ids, check=False)
+        d.stop()
+        pidfile = d.exec_root / "monitor.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text().split()[0])
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+        assert _mounts_under(root) == []
+        cg = Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")
+        if cg.is_dir():
+            leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
+            assert leftovers == []
+            cg.rmdir()
+
+
+def run(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return docker(d, "run", "--cgroup-parent", CGROUP_PARENT, *args, check=check)
+
+
+def test_run_foreground_prints_and_propagates_exit(daemon):
+    assert run(daemon, "--rm", "busybox", "echo", "hi").stdout == "hi\n"
+    r = run(daemon, "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert r.returncode == 3
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert docker(daemon, "ps", "-aq").stdout.strip() == ""
+
+
+def test_create_start_wait_logs_inspect_rm(daemon):
+    cid = docker(daemon, "create", "--cgroup-parent", CGROUP_PARENT, "--name", "c1", "busybox",
+                 "sh", "-c", "echo one; echo two >&2; exit 5").stdout.strip()
+    assert docker(daemon, "inspect", "-f", "{{.State.Status}}", "c1").stdout.strip() == "created"
+    r = docker(daemon, "create", "--name", "c1", "busybox", check=False)
+    assert r.returncode != 0 and "is already in use by container" in r.stderr
+    docker(daemon, "start", "c1")
+    assert docker(daemon, "wait", "c1").stdout.strip() == "5"
+    logs = docker(daemon, "logs", "c1")
+    assert logs.stdout == "one\n" and logs.stderr == "two\n"
+    assert docker(daemon, "logs", "--tail", "0", "c1").stdout == ""
+    state = docker(daemon, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid)
+    assert state.stdout.strip() == "exited 5"
+    assert "Exited (5)" in docker(daemon, "ps", "-a", "--filter", "name=c1").stdout
+    docker(daemon, "rm", "c1")
+    r = docker(daemon, "inspect", "c1", check=False)
+    assert r.returncode != 0 and "No such" in r.stderr
+
+
+def test_detached_stop_kill_rm(daemon):
+    cid = run(daemon, "-d", "--name", "sleeper", "busybox", "sleep", "100").stdout.strip()
+    assert cid[:12] in docker(daemon, "ps", "-q").stdout
+    r = docker(daemon, "rm", "sleeper", check=False)
+    assert r.returncode != 0 and "You cannot remove a running container" in r.stderr
+    t0 = time.monotonic()
+    docker(daemon, "stop", "-t", "1", "sleeper")  # sleep ignores SIGTERM as pid 1
+    assert time.monotonic() - t0 < 8
+    assert docker(daemon, "inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "137"
+    docker(daemon, "start", "sleeper")
+    docker(daemon, "kill", "sleeper")
+    assert docker(daemon, "wait", "sleeper").stdout.strip() == "137"
+    docker(daemon, "start", "sleeper")
+    docker(daemon, "rm", "-f", "sleeper")
+    assert docker(daemon, "ps", "-aq").stdout.strip() == ""
+    r = docker(daemon, "start", "nosuch", check=False)
+    assert "No such container: nosuch" in r.stderr
+
+
+def test_sdk(daemon):
+    docker_sdk = pytest.importorskip("docker")
+    client = docker_sdk.DockerClient(base_url=daemon.host)
+    try:
+        out = client.containers.run("busybox", ["echo", "hello"], remove=True,
+                                    cgroup_parent=CGROUP_PARENT)
+        assert out == b"hello\n"
+        c = client.containers.run("busybox", ["sh", "-c", "echo x; exit 2"], detach=True,
+                                  cgroup_parent=CGROUP_PARENT)
+        assert c.wait() == {"StatusCode": 2, "Error": None}
+        assert c.logs() == b"x\n"
+        c.reload()
+        assert c.status == "exited"
+        c.remove(force=True)
+        with pytest.raises(docker_sdk.errors.NotFound):
+            client.containers.get(c.id)
+    finally:
+        client.close()
+
+
+def test_live_restore(daemon):
+    cid = run(daemon, "-d", "busybox", "sh", "-c", "sleep 3; exit 7").stdout.strip()
+    daemon.kill()
+    daemon.start()
+    assert cid[:12] in docker(daemon, "ps", "-q").stdout
+    assert docker(daemon, "wait", cid).stdout.strip() == "7"
+    assert "Exited (7)" in docker(daemon, "ps", "-a").stdout
+    # Exited while the daemon was down: the exit code is picked up at start.
+    cid2 = run(daemon, "-d", "busybox", "sh", "-c", "sleep 1; exit 4").stdout.strip()
+    daemon.kill()
+    time.sleep(2)
+    daemon.start()
+    assert docker(daemon, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}",
+                  cid2).stdout.strip() == "exited 4"
+    docker(daemon, "rm", cid, cid2)
