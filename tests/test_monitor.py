@@ -350,3 +350,16 @@ def test_memory_per_container(harness, bundle, tmp_path, capsys):
     assert per < 1024
     for i in range(20):
         c.delete(f"m{i}", force=True)
+
+
+def test_sigterm_ends_an_idle_monitor(tmp_path):
+    from dockyard.daemon.monitor import ensure_monitor
+
+    client = ensure_monitor(str(tmp_path / "exec"))
+    pid = int((tmp_path / "exec" / "monitor.pid").read_text().split()[0])
+    client.close()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", what="the monitor to end")
+    if client.process is not None:
+        client.process.wait(timeout=10)

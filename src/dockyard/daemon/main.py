@@ -116,6 +116,14 @@ async def _serve(cfg: DaemonConfig) -> None:
     from dockyard.daemon.engine import Engine
 
     listeners: list[Listener] = [parse_host(h) for h in cfg.hosts]
+    # Blocking engine calls run in worker threads, and some block for as long as a
+    # container runs (wait, attach, logs --follow): asyncio's default pool (cpus + 4
+    # threads) would run dry with a handful of attached containers and stall every
+    # request behind them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=512, thread_name_prefix="engine"))
     eng = await asyncio.to_thread(Engine, cfg)
     eng.events.bind(asyncio.get_running_loop())
     app = create_app(eng)

@@ -317,12 +317,18 @@ class Monitor:
     # signals ----------------------------------------------------------------------------
 
     def _on_signal(self, key: selectors.SelectorKey, mask: int) -> None:
+        received = b""
         try:
-            while os.read(self.wake_r, 512):
-                pass
+            while chunk := os.read(self.wake_r, 512):
+                received += chunk  # the wakeup fd carries the signal numbers
         except BlockingIOError:
             pass
         self.reap()
+        if (signal.SIGTERM in received or signal.SIGINT in received) and not self.containers:
+            # With nothing to supervise, a polite request to end is honoured; with
+            # containers it is not: they would lose their reaper and their logs.
+            log.info("ending on signal: no containers to supervise")
+            self.stopping = True
 
     def reap(self) -> None:
         while True:
