@@ -183,6 +183,28 @@ def test_sdk(daemon):
         client.close()
 
 
+
+def test_many_blocked_waits_do_not_stall_the_daemon(daemon):
+    """Each `docker wait` holds a worker thread until its container exits: more of them
+    than asyncio's default pool must not stall other requests."""
+    ids = [docker(daemon, "run", "-d", "busybox", "sleep", "1000").stdout.strip()
+           for _ in range(8)]
+    env = dict(os.environ, DOCKER_HOST=daemon.host)
+    waits = [subprocess.Popen([DOCKER, "wait", cid], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for cid in ids]
+    try:
+        # The waits are in; a new container must still start promptly.
+        out = docker(daemon, "run", "--rm", "busybox", "echo", "still-served", timeout=30)
+        assert out.stdout == "still-served\n"
+    finally:
+        docker(daemon, "rm", "-f", *ids, check=False)
+        for w in waits:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+
 def test_live_restore(daemon):
     cid = run(daemon, "-d", "busybox", "sh", "-c", "sleep 3; exit 7").stdout.strip()
     daemon.kill()
