@@ -29,12 +29,12 @@ def test_join_network_namespace_by_path(any_runtime, bundle):
 def test_user_groups_umask_and_cwd(any_runtime, bundle):
     bundle.config["root"]["readonly"] = False
     bundle.process["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 0o077}
-    bundle.process["cwd"] = "/work/dir"
+    bundle.process["cwd"] = "/srv/app"
     out = run(any_runtime, bundle, "id -u; id -g; id -G; umask; pwd").split()
     assert out[:2] == ["1000", "1000"]
     assert set(out[2:-2]) == {"1000", "10", "20"}
     assert out[-2] == "0077"
-    assert out[-1] == "/work/dir"
+    assert out[-1] == "/srv/app"
 
 
 def test_rlimits_and_oom_score_adj(any_runtime, bundle):
