@@ -151,7 +151,7 @@ class Routes:
 
 
 def create_app(eng: Engine) -> web.Application:
-    from dockyard.api import containers, images, system
+    from dockyard.api import containers, exec as exec_api, images, system
 
     app = web.Application(middlewares=[_errors, _versions])
     app[ENGINE_KEY] = eng
@@ -159,6 +159,7 @@ def create_app(eng: Engine) -> web.Application:
     system.register(routes)
     images.register(routes)
     containers.register(routes)
+    exec_api.register(routes)
     routes.install(app)
     app.on_response_prepare.append(_common_headers)
     return app

@@ -76,6 +76,8 @@ class Lifecycle:
         # monitor.create and monitor.start, so no output is lost.
         self._pending_attach: dict[str, list[Callable[[AttachStream | None], None]]] = {}
         self._starting: set[str] = set()
+        # Exec instances (in memory only, as dockerd keeps them): id -> record.
+        self._execs: dict[str, dict[str, Any]] = {}
 
     @property
     def monitor(self) -> MonitorClient:
@@ -451,6 +453,140 @@ class Lifecycle:
         except NotFound:
             req.deliver(None)
         return req
+
+    # -- exec -------------------------------------------------------------------------
+
+    def exec_create(self, ref: str, body: dict[str, Any]) -> str:
+        c = self.store.get(ref)
+        if not c.State.Running:
+            raise Conflict(f"Container {c.ID} is not running")
+        if c.State.Paused:
+            raise Conflict(f"Container {c.ID} is paused, unpause the container before exec")
+        if body.get("Privileged"):
+            raise InvalidArgument("privileged exec is not supported")
+        cmd = body.get("Cmd")
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
+            raise InvalidArgument("No exec command specified")
+        env = body.get("Env") or []
+        if not isinstance(env, list):
+            raise InvalidArgument("Env must be a list of strings")
+        wd = body.get("WorkingDir") or ""
+        if wd and not wd.startswith("/"):
+            raise InvalidArgument(f"the working directory '{wd}' is invalid, it needs to be "
+                                  "an absolute path")
+        eid = os.urandom(32).hex()
+        rec = {"ID": eid, "ContainerID": c.ID, "Cmd": list(cmd), "Env": list(env),
+               "WorkingDir": wd, "User": body.get("User") or "", "Tty": bool(body.get("Tty")),
+               "AttachStdin": bool(body.get("AttachStdin")),
+               "AttachStdout": bool(body.get("AttachStdout")),
+               "AttachStderr": bool(body.get("AttachStderr")),
+               "Running": False, "Started": False, "ExitCode": None, "Pid": 0}
+        with self._cond:
+            self._execs[eid] = rec
+        self.emit("exec_create: " + " ".join(cmd), c, {"execID": eid})
+        return eid
+
+    def _exec_record(self, eid: str) -> dict[str, Any]:
+        with self._cond:
+            rec = self._execs.get(eid)
+        if rec is None:
+            raise NotFound(f"No such exec instance: {eid}")
+        return rec
+
+    def _exec_process(self, c: Container, rec: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self.bundle(c.ID), "config.json")) as f:
+                base = dict(json.load(f).get("process") or {})
+        except (OSError, ValueError):
+            raise Conflict(f"Container {c.ID} is not running") from None
+        proc = dict(base)
+        proc["args"] = list(rec["Cmd"])
+        env = ocispec.merge_env(list(base.get("env") or []), rec["Env"])
+        if rec["User"]:
+            resolved = ocispec.resolve_user(self.rootfs(c.ID), rec["User"])
+            proc["user"] = resolved["user"]
+        proc["env"] = env
+        if rec["WorkingDir"]:
+            proc["cwd"] = os.path.normpath(rec["WorkingDir"])
+        proc["terminal"] = rec["Tty"]
+        return proc
+
+    def exec_start(self, eid: str, detach: bool, tty: bool | None = None) -> AttachStream | None:
+        """Run exec EID; its output stream (None when DETACH). A waiter thread records
+        the exit code."""
+        rec = self._exec_record(eid)
+        with self._cond:
+            if rec["Started"]:
+                if rec["Running"]:
+                    raise Conflict(f"Error: Exec command {eid} is already running")
+                raise Conflict(f"Error: Exec command {eid} has already run")
+            rec["Started"] = True
+        try:
+            c = self.store.get(rec["ContainerID"])
+            if not c.State.Running:
+                raise Conflict(f"Container {c.ID} is not running")
+            if tty is not None and tty != rec["Tty"]:
+                rec["Tty"] = tty
+            process = self._exec_process(c, rec)
+            pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"], stdin=False)
+        except BaseException:
+            with self._cond:
+                rec["Started"] = False
+            raise
+        with self._cond:
+            rec["Running"] = True
+            rec["Pid"] = pid
+            self._cond.notify_all()
+        threading.Thread(target=self._exec_waiter, args=(rec,), name=f"exec-{eid[:12]}",
+                         daemon=True).start()
+        self.emit("exec_start: " + " ".join(rec["Cmd"]), c, {"execID": eid})
+        if detach:
+            stream.close()
+            return None
+        return stream
+
+    def _exec_waiter(self, rec: dict[str, Any]) -> None:
+        try:
+            res = self.monitor.wait(rec["ID"], timeout=None)
+            code = int(res.get("exit_code", 0))
+        except Exception as exc:  # the monitor or the container went away
+            log.debug("waiting for exec %s: %s", rec["ID"], exc)
+            code = 137
+        with self._cond:
+            rec["Running"] = False
+            rec["ExitCode"] = code
+            rec["Pid"] = 0
+            self._cond.notify_all()
+        try:
+            c = self.store.get(rec["ContainerID"])
+            self.emit("exec_die", c, {"execID": rec["ID"], "exitCode": str(code)})
+        except DockyardError:
+            pass
+
+    def exec_wait(self, eid: str, timeout: float | None = None) -> int | None:
+        rec = self._exec_record(eid)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while rec["Running"]:
+                left = 1.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(timeout=min(left, 1.0))
+            return rec["ExitCode"]
+
+    def exec_inspect(self, eid: str) -> dict[str, Any]:
+        rec = self._exec_record(eid)
+        with self._cond:
+            cmd = rec["Cmd"]
+            return {"ID": rec["ID"], "Running": rec["Running"], "ExitCode": rec["ExitCode"],
+                    "ProcessConfig": {"tty": rec["Tty"], "entrypoint": cmd[0],
+                                      "arguments": cmd[1:], "privileged": False,
+                                      "user": rec["User"]},
+                    "OpenStdin": rec["AttachStdin"], "OpenStderr": rec["AttachStderr"],
+                    "OpenStdout": rec["AttachStdout"], "CanRemove": False,
+                    "ContainerID": rec["ContainerID"], "DetachKeys": "", "Pid": rec["Pid"]}
 
     # -- reading ----------------------------------------------------------------------
 
