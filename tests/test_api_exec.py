@@ -3,118 +3,12 @@ daemon on a temporary socket, with busybox loaded from the shared OCI layout."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-MUSL = SHARED / "images" / "busybox" / "1.38.0-musl"
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
-CGROUP_PARENT = "/dockyard-test-api"
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
-
-
-class Daemon:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.sock = root / "d.sock"
-        self.exec_root = root / "exec"
-        self.data_root = root / "data"
-        self.log = open(root / "dockyardd.log", "ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.sock}"
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host,
-                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while subprocess.run([DOCKER, "-H", self.host, "version"], capture_output=True).returncode:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError("dockyardd did not start")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def docker(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DOCKER_HOST=d.host)
-    r = subprocess.run([DOCKER, *args], capture_output=True, text=True, env=env, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def _mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    if not MUSL.is_dir() or not os.path.exists(DOCKER):
-        pytest.skip("busybox layout or docker CLI missing")
-    root = tmp_path_factory.mktemp("exec")
-    archive = root / "busybox.tar"
-    with tarfile.open(archive, "w") as tar:
-        for entry in sorted(MUSL.iterdir()):
-            tar.add(entry, arcname=entry.name)
-    d = Daemon(root)
-    try:
-        docker(d, "load", "-i", str(archive))
-        docker(d, "tag", "busybox:1.38.0-musl", "busybox:latest")
-        yield d
-    finally:
-        ids = docker(d, "ps", "-aq", check=False).stdout.split()
-        if ids:
-            docker(d, "rm", "-f", *ids, check=False)
-        d.stop()
-        pidfile = d.exec_root / "monitor.pid"
-        if pidfile.exists():
-            pid = int(pidfile.read_text().split()[0])
-            try:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-            except ProcessLookupError:
-                pass
-        assert _mounts_under(root) == []
-        cg = Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")
-        if cg.is_dir():
-            leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
-            assert leftovers == []
-            cg.rmdir()
-
-
-def run(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return docker(d, "run", "--cgroup-parent", CGROUP_PARENT, *args, check=check)
+from engine_daemon import Daemon, daemon, docker, run  # noqa: F401 (daemon: fixture)
 
 
 
