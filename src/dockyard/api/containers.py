@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.api import hijack
 from dockyard.api.server import Routes, bool_param, engine, filters_param, json_response
 from dockyard.daemon import logs as logs_mod
 from dockyard.daemon.lifecycle import NotModified
@@ -195,65 +196,20 @@ async def attach(request: web.Request) -> web.StreamResponse:
     c = await asyncio.to_thread(lc.store.get, _id(request))
     want = {1: bool_param(request, "stdout"), 2: bool_param(request, "stderr")}
     tty = bool(c.Config.get("Tty"))
-    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
-    ctype = ("application/vnd.docker.raw-stream" if tty
-             else "application/vnd.docker.multiplexed-stream")
     req = await asyncio.to_thread(lc.attach_request, c.ID)
-    transport = request.transport
-    if transport is None:
-        raise InvalidArgument("connection closed")
-    # The CLI half-closes its side when it sends no stdin; asyncio would close the
-    # transport on that EOF unless the protocol asks to keep it open.
-    transport.set_protocol(_Hijacked(request.protocol))
-    status = "101 UPGRADED" if upgrade else "200 OK"
-    head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-    if upgrade:
-        head += "Connection: Upgrade\r\nUpgrade: tcp\r\n"
-    head += "\r\n"
-    # Taking over the connection: aiohttp must not write a response of its own, so
-    # the header goes straight onto the transport.
-    transport.write(head.encode())
+    transport = hijack.take_over(request, tty)
     closed = threading.Event()
     stream = await asyncio.to_thread(req.get, lambda: closed.is_set()
                                      or transport.is_closing())
     try:
         if stream is not None:
-            while True:
-                item = await asyncio.to_thread(stream.recv, None)
-                if item is None:
-                    break
-                sid, data = item
-                if not data or not want.get(sid, False):
-                    continue
-                if tty:
-                    transport.write(data)
-                else:
-                    transport.write(logs_mod.frame("stdout" if sid == 1 else "stderr", data))
-                if transport.is_closing():
-                    break
+            await hijack.relay(transport, stream, want, tty)
     finally:
         closed.set()
         if stream is not None:
             stream.close()
         transport.close()
     raise asyncio.CancelledError()  # the connection is ours; aiohttp writes nothing more
-
-
-class _Hijacked(asyncio.Protocol):
-    """The protocol of a hijacked connection: aiohttp hears only of its loss, and a
-    half-close from the client keeps the connection open for our output."""
-
-    def __init__(self, original: asyncio.BaseProtocol) -> None:
-        self.original = original
-
-    def data_received(self, data: bytes) -> None:
-        pass  # stdin is not relayed yet
-
-    def eof_received(self) -> bool:
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.original.connection_lost(exc)
 
 
 def register(routes: Routes) -> None:

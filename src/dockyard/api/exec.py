@@ -8,9 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api.containers import _Hijacked
+from dockyard.api import hijack
 from dockyard.api.server import Routes, engine, json_response
-from dockyard.daemon import logs as logs_mod
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 
 
@@ -50,44 +49,19 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         info["ProcessConfig"]["tty"] = bool(tty)
     tty = bool(info["ProcessConfig"]["tty"])
     want = {1: info["OpenStdout"], 2: info["OpenStderr"]}
-    transport = request.transport
-    if transport is None:
-        raise InvalidArgument("connection closed")
-    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
-    ctype = ("application/vnd.docker.raw-stream" if tty
-             else "application/vnd.docker.multiplexed-stream")
-    transport.set_protocol(_Hijacked(request.protocol))
-    status = "101 UPGRADED" if upgrade else "200 OK"
-    head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-    if upgrade:
-        head += "Connection: Upgrade\r\nUpgrade: tcp\r\n"
-    head += "\r\n"
     # As dockerd does, the header goes out before the process starts: clients read
     # the header with a buffered reader and then take the raw socket, so output sent
     # along with the header could be lost to them.
-    transport.write(head.encode())
+    transport = hijack.take_over(request, tty)
     try:
         stream = await asyncio.to_thread(lc.exec_start, eid, False, tty)
     except DockyardError as exc:
-        msg = (str(exc) + "\r\n").encode()
-        transport.write(msg if tty else logs_mod.frame("stdout", msg))
+        hijack.write(transport, 1, (str(exc) + "\r\n").encode(), tty)
         transport.close()
         raise asyncio.CancelledError() from None
     assert stream is not None
     try:
-        while True:
-            item = await asyncio.to_thread(stream.recv, None)
-            if item is None:
-                break
-            sid, data = item
-            if not data or not want.get(sid, False):
-                continue
-            if tty:
-                transport.write(data)
-            else:
-                transport.write(logs_mod.frame("stdout" if sid == 1 else "stderr", data))
-            if transport.is_closing():
-                break
+        await hijack.relay(transport, stream, want, tty)
         # The client asks for the exit code once the stream ends: have it recorded.
         if not transport.is_closing():
             await asyncio.to_thread(lc.exec_wait, eid, 10.0)
