@@ -1,5 +1,6 @@
-"""Container endpoints: create, start, wait, list, inspect, logs, stop, kill, remove,
-and attach (a hijacked connection carrying the container's output)."""
+"""Container endpoints: create, start, wait, list, inspect, logs, stop, kill, remove.
+Attach and resize are in api/attach.py, the filesystem ones in api/archive.py, stats and
+top in api/stats.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api import hijack
 from dockyard.api.server import Routes, bool_param, engine, filters_param, json_response
 from dockyard.daemon import logs as logs_mod
 from dockyard.daemon.lifecycle import NotModified
@@ -188,30 +188,6 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def attach(request: web.Request) -> web.StreamResponse:
-    """Hijack the connection, as dockerd does, and relay the monitor's attach stream
-    (framed with stdcopy's header when the container has no TTY)."""
-    eng = engine(request)
-    lc = eng.lifecycle
-    c = await asyncio.to_thread(lc.store.get, _id(request))
-    want = {1: bool_param(request, "stdout"), 2: bool_param(request, "stderr")}
-    tty = bool(c.Config.get("Tty"))
-    req = await asyncio.to_thread(lc.attach_request, c.ID)
-    transport = hijack.take_over(request, tty)
-    closed = threading.Event()
-    stream = await asyncio.to_thread(req.get, lambda: closed.is_set()
-                                     or transport.is_closing())
-    try:
-        if stream is not None:
-            await hijack.relay(transport, stream, want, tty)
-    finally:
-        closed.set()
-        if stream is not None:
-            stream.close()
-        transport.close()
-    raise asyncio.CancelledError()  # the connection is ours; aiohttp writes nothing more
-
-
 def register(routes: Routes) -> None:
     routes.add("POST", "/containers/create", create)
     routes.add("GET", "/containers/json", list_containers)
@@ -221,5 +197,4 @@ def register(routes: Routes) -> None:
     routes.add("POST", "/containers/{id}/wait", wait)
     routes.add("POST", "/containers/{id}/stop", stop)
     routes.add("POST", "/containers/{id}/kill", kill)
-    routes.add("POST", "/containers/{id}/attach", attach)
     routes.add("DELETE", "/containers/{id}", remove)

@@ -151,7 +151,7 @@ class Routes:
 
 
 def create_app(eng: Engine) -> web.Application:
-    from dockyard.api import containers, exec as exec_api, images, system
+    from dockyard.api import archive, attach, containers, exec as exec_api, images, resources, system
 
     app = web.Application(middlewares=[_errors, _versions])
     app[ENGINE_KEY] = eng
@@ -160,6 +160,9 @@ def create_app(eng: Engine) -> web.Application:
     images.register(routes)
     containers.register(routes)
     exec_api.register(routes)
+    attach.register(routes)
+    archive.register(routes)
+    resources.register(routes)
     routes.install(app)
     app.on_response_prepare.append(_common_headers)
     return app

@@ -32,7 +32,13 @@ _KEYS = {
     "debug": "debug",
     "log-level": "log_level",
     "pidfile": "pidfile",
+    "default-runtime": "default_runtime",
+    "runtimes": "runtimes",
 }
+
+# The runtime a container gets when neither the request nor daemon.json names one: our
+# own, run in the monitor's process. Others are OCI runtime binaries driven by their CLI.
+OWN_RUNTIME = "dockyard"
 
 
 @dataclass
@@ -46,6 +52,9 @@ class DaemonConfig:
     log_level: str = "info"
     pidfile: str = ""
     config_file: str = ""
+    default_runtime: str = OWN_RUNTIME
+    # name -> {"path": binary, "runtimeArgs": [...]}, as daemon.json's "runtimes".
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | None, overrides: dict[str, Any] | None = None) -> DaemonConfig:
@@ -110,6 +119,13 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"daemon.json: {key} must be an array of strings")
         return list(value)
+    if key == "runtimes":
+        if not isinstance(value, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("path", ""), str)
+                and isinstance(v.get("runtimeArgs", []), list) for v in value.values()):
+            raise InvalidArgument('daemon.json: runtimes must map names to {"path": ..., '
+                                  '"runtimeArgs": [...]}')
+        return {k: dict(v) for k, v in value.items()}
     if key == "debug":
         if not isinstance(value, bool):
             raise InvalidArgument("daemon.json: debug must be true or false")

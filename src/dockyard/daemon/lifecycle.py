@@ -74,10 +74,14 @@ class Lifecycle:
         self._waiters: dict[str, threading.Thread] = {}
         # Attach requests made before start: the start thread attaches them between
         # monitor.create and monitor.start, so no output is lost.
-        self._pending_attach: dict[str, list[Callable[[AttachStream | None], None]]] = {}
+        self._pending_attach: dict[str, list[tuple[Callable[[AttachStream | None], None], bool]]] = {}
         self._starting: set[str] = set()
         # Exec instances (in memory only, as dockerd keeps them): id -> record.
         self._execs: dict[str, dict[str, Any]] = {}
+        # Observers (health checks, restart policies...): called after a container
+        # started, and after its exit was recorded (from the waiter thread).
+        self.on_start: list[Callable[[Container], None]] = []
+        self.on_exit: list[Callable[[Container], None]] = []
 
     @property
     def monitor(self) -> MonitorClient:
@@ -182,7 +186,7 @@ class Lifecycle:
         except BaseException as exc:
             with self._cond:
                 self._starting.discard(cid)
-                for cb in self._pending_attach.pop(cid, []):
+                for cb, _stdin in self._pending_attach.pop(cid, []):
                     cb(None)
                 self._cond.notify_all()
             self._cleanup_runtime(cid)
@@ -225,12 +229,13 @@ class Lifecycle:
         pid = mon.create(cid, bundle, tty=bool(c.Config.get("Tty")),
                          stdin=bool(c.Config.get("OpenStdin")),
                          log_path=None if driver == "none" else c.LogPath,
-                         log_opts=lc.get("Config") or {}, log_driver=driver)
+                         log_opts=lc.get("Config") or {}, log_driver=driver,
+                         runtime=c.HostConfig.get("Runtime") or None)
         with self._cond:
             pending = self._pending_attach.pop(cid, [])
-        for cb in pending:
+        for cb, want_stdin in pending:
             try:
-                cb(mon.attach(cid, stdin=bool(c.Config.get("OpenStdin")),
+                cb(mon.attach(cid, stdin=want_stdin and bool(c.Config.get("OpenStdin")),
                               close_stdin=bool(c.Config.get("StdinOnce"))))
             except DockyardError:
                 log.exception("attaching to %s", cid)
@@ -243,7 +248,16 @@ class Lifecycle:
             self._starting.discard(cid)
             self._spawn_waiter(cid)
             self._cond.notify_all()
-        self.emit("start", self.store.get(cid), None)
+        started = self.store.get(cid)
+        self.emit("start", started, None)
+        self._notify(self.on_start, started)
+
+    def _notify(self, observers: list[Callable[[Container], None]], c: Container) -> None:
+        for fn in observers:
+            try:
+                fn(c)
+            except Exception:  # an observer's failure must not break the lifecycle
+                log.exception("observer %r of container %s", fn, c.ID)
 
     # -- exits ------------------------------------------------------------------------
 
@@ -278,6 +292,7 @@ class Lifecycle:
         self._cleanup_runtime(cid)
         c = self.store.get(cid)
         self.emit("die", c, {"exitCode": str(code)})
+        self._notify(self.on_exit, c)
         if c.HostConfig.get("AutoRemove"):
             try:
                 self.remove(cid, force=True)
@@ -438,21 +453,31 @@ class Lifecycle:
 
     # -- attach -----------------------------------------------------------------------
 
-    def attach_request(self, ref: str) -> _AttachRequest:
+    def attach_request(self, ref: str, stdin: bool = False) -> _AttachRequest:
         """Register an attach onto the container REF names; the stream comes right away
         when it runs, else when it is started (the docker CLI attaches before it
-        starts the container, and must see all of the output)."""
+        starts the container, and must see all of the output). With STDIN, what is
+        written to the stream goes to the container's stdin (when it has OpenStdin)."""
         c = self.store.get(ref)
         req = _AttachRequest(self, c.ID)
+        stdin = stdin and bool(c.Config.get("OpenStdin"))
         with self._cond:
             if not self.store.get(c.ID).State.Running:
-                self._pending_attach.setdefault(c.ID, []).append(req.deliver)
+                self._pending_attach.setdefault(c.ID, []).append((req.deliver, stdin))
                 return req
         try:
-            req.deliver(self.monitor.attach(c.ID))
+            req.deliver(self.monitor.attach(c.ID, stdin=stdin,
+                                            close_stdin=bool(c.Config.get("StdinOnce"))))
         except NotFound:
             req.deliver(None)
         return req
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """Resize the container's terminal (dockerd answers 404/409 as here)."""
+        c = self.store.get(ref)
+        if not c.State.Running:
+            raise Conflict(f"Container {c.ID} is not running")
+        self.monitor.resize(c.ID, height, width)
 
     # -- exec -------------------------------------------------------------------------
 
@@ -530,7 +555,8 @@ class Lifecycle:
             if tty is not None and tty != rec["Tty"]:
                 rec["Tty"] = tty
             process = self._exec_process(c, rec)
-            pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"], stdin=False)
+            pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"],
+                                            stdin=rec["AttachStdin"])
         except BaseException:
             with self._cond:
                 rec["Started"] = False
@@ -633,8 +659,7 @@ class _AttachRequest:
             if cancelled() or self.cid not in self.lc.store:
                 with self.lc._cond:
                     pending = self.lc._pending_attach.get(self.cid, [])
-                    if self.deliver in pending:
-                        pending.remove(self.deliver)
+                    pending[:] = [p for p in pending if p[0] != self.deliver]
                 if not self.ready.is_set():
                     return None
         return self.stream

@@ -1172,10 +1172,13 @@ class MonitorClient:
 
     def create(self, cid: str, bundle: str, *, tty: bool = False, stdin: bool = False,
                log_path: str | None = None, log_opts: dict[str, str] | None = None,
-               log_driver: str | None = None) -> int:
+               log_driver: str | None = None, runtime: str | None = None) -> int:
+        """Create CID from BUNDLE with RUNTIME (None: the monitor's own in-process one;
+        else the name of an OCI runtime binary such as runc or crun)."""
         return int(self.call("create", id=cid, bundle=str(bundle), tty=tty, stdin=stdin,
                              log_path=None if log_path is None else str(log_path),
-                             log_opts=log_opts or {}, log_driver=log_driver)["pid"])
+                             log_opts=log_opts or {}, log_driver=log_driver,
+                             runtime=runtime)["pid"])
 
     def start(self, cid: str) -> None:
         self.call("start", id=cid)
