@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     python3 python3-venv libseccomp2 iproute2 util-linux procps curl openssl \
-    busybox-static runc crun time skopeo docker-registry docker.io >/dev/null
+    busybox-static tini runc crun time skopeo docker-registry docker.io >/dev/null
 
 # Debian's own interpreter: it starts several times faster than a pyenv shim.
 [ -x "$prefix/bin/python" ] || /usr/bin/python3 -m venv "$prefix"

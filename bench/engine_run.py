@@ -1,12 +1,15 @@
-"""Benchmark: the engine through the docker CLI, dockyardd side by side with Debian's dockerd.
+"""Benchmark: the engine through its CLI, dockyardd side by side with Debian's dockerd and
+podman, in one run.
 
-    sudo /opt/dockyard/bin/python bench/engine_run.py [--runs 10] [--containers 20]
+    sudo /opt/dockyard/bin/python bench/engine_run.py [--runs 10] [--containers 50]
 
-Rows: `docker run --rm busybox true`, `docker run -d busybox sleep`, `docker ps` with N
-running, and the engine's memory per running container (RSS and PSS of every
-engine-side process, the daemon and its container supervisors, before and after N
-sleeping containers, divided by N). dockerd runs in its own namespaces through the shared
-peers script; both engines get the same busybox image by `docker load`.
+Rows: `run --rm busybox true`; `run -d busybox sleep` (one); N sequential `run -d`
+(total); `exec true` in a running container; `ps` with N running; the engine's memory
+per running container (RSS and PSS of every engine-side process, the daemon and its
+container supervisors, before and after N sleeping containers, divided by N).
+dockyardd and dockerd are driven by the docker CLI, podman by its own. dockerd runs in
+its own namespaces through the shared peers script, with its bridge network; podman
+and dockyardd run containers with loopback only (podman with `--network none`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", HERE.parent.parent / "shared"))
 LAYOUT = SHARED / "images" / "busybox" / "1.38.0-musl"
 PEER = SHARED / "peers" / "dockerd-private.sh"
+PODMAN_CONF = SHARED / "peers" / "podman-containers.conf"
 DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
 
 
@@ -83,33 +87,56 @@ def pids_named(*names: str) -> list[int]:
     return out
 
 
-def measure(name: str, env: dict, engine_pids, runs: int, n: int) -> dict:
-    docker(env, "tag", "busybox:1.38.0-musl", "busybox:latest")
-    docker(env, "run", "--rm", "busybox", "true")  # warm-up
-    row = {"engine": name,
-           "run --rm true": median_s(lambda: docker(env, "run", "--rm", "busybox", "true"), runs)}
+class Engine:
+    """How to drive one engine: its CLI (argv prefix and environment), the extra
+    `run` flags it needs, and which processes make it up."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, pids, run_flags: tuple = ()) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.pids = pids
+        self.run_flags = list(run_flags)
+
+    def __call__(self, *args: str) -> str:
+        res = subprocess.run([*self.argv, *args], env=self.env, check=True,
+                             capture_output=True, text=True)
+        return res.stdout
+
+    def run(self, *args: str) -> str:
+        return self("run", *self.run_flags, *args)
+
+
+def measure(e: Engine, runs: int, n: int) -> dict:
+    e("tag", "busybox:1.38.0-musl", "busybox:latest")
+    e.run("--rm", "busybox", "true")  # warm-up
+    row = {"engine": e.name,
+           "run --rm true": median_s(lambda: e.run("--rm", "busybox", "true"), runs)}
     ids: list[str] = []
     try:
-        before = memory(engine_pids())
+        before = memory(e.pids())
         start = time.perf_counter()
-        ids.append(docker(env, "run", "-d", "busybox", "sleep", "1000").strip())
+        ids.append(e.run("-d", "busybox", "sleep", "1000").strip())
         row["run -d sleep"] = time.perf_counter() - start
+        start = time.perf_counter()
         for _ in range(n - 1):
-            ids.append(docker(env, "run", "-d", "busybox", "sleep", "1000").strip())
-        row["ps with N running"] = median_s(lambda: docker(env, "ps"), runs)
-        after = memory(engine_pids())
+            ids.append(e.run("-d", "busybox", "sleep", "1000").strip())
+        row["N sequential run -d"] = (time.perf_counter() - start) * n / max(n - 1, 1)
+        row["exec true"] = median_s(lambda: e("exec", ids[0], "true"), runs)
+        row["ps with N running"] = median_s(lambda: e("ps"), runs)
+        after = memory(e.pids())
         row["RSS per container MiB"] = (after[0] - before[0]) / n
         row["PSS per container MiB"] = (after[1] - before[1]) / n
     finally:
         if ids:
-            subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
+            subprocess.run([*e.argv, "rm", "-f", *ids], env=e.env, capture_output=True)
     return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--containers", type=int, default=20)
+    ap.add_argument("--containers", type=int, default=50)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-engine-"))
     archive = work / "busybox.tar"
@@ -141,7 +168,8 @@ def main() -> None:
                 pass
             return pids
 
-        rows.append(measure("dockyardd", env, ours, args.runs, args.containers))
+        rows.append(measure(Engine("dockyardd", [DOCKER], env, ours), args.runs,
+                            args.containers))
         if shutil.which("dockerd") and PEER.exists():
             penv = dict(os.environ, REF_STATE=str(work / "peer"))
             out = subprocess.run([str(PEER), "start"], env=penv, check=True, capture_output=True,
@@ -151,11 +179,21 @@ def main() -> None:
                     key, _, value = word.partition("=")
                     penv[key] = value
                 docker(penv, "load", "-i", str(saved))
-                rows.append(measure("dockerd", penv, lambda: pids_named(
-                    "dockerd --data-root " + str(work / "peer"), "containerd", "containerd-shim"),
+                rows.append(measure(Engine("dockerd", [DOCKER], penv, lambda: pids_named(
+                    "dockerd --data-root " + str(work / "peer"), "containerd", "containerd-shim")),
                     args.runs, args.containers))
             finally:
                 subprocess.run([str(PEER), "stop"], env=penv, capture_output=True)
+        if shutil.which("podman") and PODMAN_CONF.exists():
+            # Its own storage under the work directory; runc and lower ulimits as the
+            # peers' configuration says this host needs.
+            pod = Engine("podman", ["podman", "--root", str(work / "podman"), "--runroot",
+                                    str(work / "podman-run"), "--cgroup-manager", "cgroupfs",
+                                    "--events-backend", "none"],
+                         dict(os.environ, CONTAINERS_CONF=str(PODMAN_CONF)),
+                         lambda: pids_named("conmon"), run_flags=("--network", "none"))
+            pod("load", "-i", str(saved))
+            rows.append(measure(pod, args.runs, args.containers))
     finally:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
@@ -166,12 +204,14 @@ def main() -> None:
             pass
         subprocess.run(["umount", "-R", str(work)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    keys = ["run --rm true", "run -d sleep", "ps with N running", "RSS per container MiB",
-            "PSS per container MiB"]
+    keys = ["run --rm true", "run -d sleep", "N sequential run -d", "exec true",
+            "ps with N running", "RSS per container MiB", "PSS per container MiB"]
     print(f"docker CLI {DOCKER}; N = {args.containers}; median of {args.runs}")
-    print(f"{'':24}" + "".join(f"{r['engine']:>12}" for r in rows))
+    print(f"{'':24}" + "".join(f"{r['engine']:>12}" for r in rows) + "   best peer / ours")
     for k in keys:
-        print(f"{k:24}" + "".join(f"{r[k]:12.3f}" for r in rows))
+        peers = [r[k] for r in rows[1:]]
+        ratio = f"{min(peers) / rows[0][k]:10.2f}x" if peers and rows[0][k] > 0 else ""
+        print(f"{k:24}" + "".join(f"{r[k]:12.3f}" for r in rows) + "   " + ratio)
     print(json.dumps(rows))
 
 

@@ -18,7 +18,8 @@ import pytest
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MUSL = SHARED / "images" / "busybox" / "1.38.0-musl"
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
-CGROUP_PARENT = "/dockyard-test-api"
+# One per test process, so that runs side by side do not check each other's cgroups.
+CGROUP_PARENT = f"/dockyard-test-api-{os.getpid()}"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
@@ -106,11 +107,15 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             except ProcessLookupError:
                 pass
         assert _mounts_under(root) == []
-        cg = Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")
-        if cg.is_dir():
-            leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
-            assert leftovers == []
-            cg.rmdir()
+        # The parent cgroup in every hierarchy: v2's, or each v1 controller's.
+        parents = [Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")]
+        parents += [h / CGROUP_PARENT.strip("/") for h in Path("/sys/fs/cgroup").iterdir()
+                    if h.is_dir()]
+        for cg in parents:
+            if cg.is_dir():
+                leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
+                assert leftovers == [], f"cgroups left in {cg}: {leftovers}"
+                cg.rmdir()
 
 
 def run(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

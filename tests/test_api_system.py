@@ -122,11 +122,13 @@ def test_config_missing_given_file(tmp_path):
     assert proc.returncode == 1 and "no such file or directory" in proc.stderr
 
 
-def test_refuses_public_tcp_and_tls(tmp_path):
+def test_refuses_public_tcp_and_bad_tls(tmp_path):
     proc = _run_daemon(tmp_path, "--config-file", "/dev/null", "-H", "tcp://0.0.0.0:2375")
     assert proc.returncode == 1 and "without TLS" in proc.stderr
-    proc = _run_daemon(tmp_path, "--config-file", "/dev/null", "--tlsverify")
-    assert proc.returncode == 1 and "TLS is not supported" in proc.stderr
+    absent = tmp_path / "absent.pem"
+    proc = _run_daemon(tmp_path, "--config-file", "/dev/null", "--tlsverify",
+                       "--tlscert", str(absent))
+    assert proc.returncode == 1 and f"open {absent}: no such file or directory" in proc.stderr
 
 
 def test_config_file_values_and_sigint(tmp_path):

@@ -459,11 +459,9 @@ def test_security_opts(rootfs: Path) -> None:
 @pytest.mark.parametrize("host, field", [
     ({"CpuRealtimePeriod": 1000}, "HostConfig.CpuRealtimePeriod"),
     ({"DeviceCgroupRules": ["c 1:3 rwm"]}, "HostConfig.DeviceCgroupRules"),
-    ({"Runtime": "io.containerd.kata.v2"}, "HostConfig.Runtime"),
     ({"BlkioDeviceReadBps": [{"Path": "/dev/sda", "Rate": 1}]}, "HostConfig.BlkioDeviceReadBps"),
     ({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}, "HostConfig.PortBindings"),
     ({"VolumesFrom": ["other"]}, "HostConfig.VolumesFrom"),
-    ({"Init": True}, "HostConfig.Init"),
     ({"StorageOpt": {"size": "1G"}}, "HostConfig.StorageOpt"),
     ({"Isolation": "hyperv"}, "HostConfig.Isolation"),
     ({"SomethingNew": 1}, "HostConfig.SomethingNew"),
@@ -471,6 +469,15 @@ def test_security_opts(rootfs: Path) -> None:
 def test_unsupported_host_fields_named(rootfs: Path, host: dict, field: str) -> None:
     with pytest.raises(Unsupported, match=field):
         spec(rootfs, host=host)
+
+
+def test_init_runs_the_command_under_tini(rootfs: Path) -> None:
+    s = spec(rootfs, {"Cmd": ["sleep", "1"]}, host={"Init": True}, init_path="/usr/bin/tini-static")
+    assert s["process"]["args"] == ["/sbin/docker-init", "--", "sleep", "1"]
+    m = [m for m in s["mounts"] if m["destination"] == "/sbin/docker-init"]
+    assert m and m[0]["source"] == "/usr/bin/tini-static" and "ro" in m[0]["options"]
+    with pytest.raises(Unsupported, match="HostConfig.Init: no init binary"):
+        spec(rootfs, {"Cmd": ["sleep", "1"]}, host={"Init": True}, init_path=None)
 
 
 def test_unsupported_config_fields_named(rootfs: Path) -> None:

@@ -1,6 +1,6 @@
 """Container endpoints: create, start, wait, list, inspect, logs, stop, kill, remove.
-Attach and resize are in api/attach.py, the filesystem ones in api/archive.py, stats and
-top in api/stats.py."""
+Attach and resize are in api/attach.py, the filesystem ones in api/archive.py; stats, top
+and update in api/resources.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api.server import Routes, bool_param, engine, filters_param, json_response
+from dockyard.api.server import (Routes, api_version, bool_param, engine, filters_param,
+                                 json_response, version_less)
 from dockyard.daemon import logs as logs_mod
-from dockyard.daemon.lifecycle import NotModified
+from dockyard.daemon.lifecycle import WAIT_CONDITIONS, NotModified
 from dockyard.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidArgument("config cannot be empty in order to create a container")
     host_config = body.pop("HostConfig", None) or {}
     body.pop("NetworkingConfig", None)
+    hc = body.get("Healthcheck")
+    if isinstance(hc, dict) and version_less(api_version(request), "1.44"):
+        hc.pop("StartInterval", None)  # not in the API before 1.44: dockerd drops it
     c = await asyncio.to_thread(eng.lifecycle.create, request.query.get("name", ""), body,
                                 host_config)
     return json_response({"Id": c.ID, "Warnings": []}, 201)
@@ -61,6 +65,8 @@ async def start(request: web.Request) -> web.Response:
 async def wait(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     condition = request.query.get("condition", "")
+    if condition not in WAIT_CONDITIONS:
+        raise InvalidArgument(f"invalid condition: {condition!r}")
     cid = await asyncio.to_thread(eng.lifecycle.store.resolve_id, _id(request))
     # dockerd sends the headers at once (the CLI waits for them before starting the
     # container), then the body when the condition is met.
@@ -77,8 +83,11 @@ async def wait(request: web.Request) -> web.StreamResponse:
         raise
     except Exception as exc:  # after the headers only the body can carry it
         result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
-    await resp.write(json.dumps(result).encode() + b"\n")
-    await resp.write_eof()
+    try:
+        await resp.write(json.dumps(result).encode() + b"\n")
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; nobody is left to tell
     return resp
 
 
@@ -188,8 +197,41 @@ async def remove(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def restart(request: web.Request) -> web.Response:
+    eng = engine(request)
+    await asyncio.to_thread(eng.lifecycle.restart, _id(request), _int_param(request, "t"),
+                            request.query.get("signal") or None)
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    await asyncio.to_thread(engine(request).lifecycle.pause, _id(request))
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    await asyncio.to_thread(engine(request).lifecycle.unpause, _id(request))
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.Response:
+    await asyncio.to_thread(engine(request).lifecycle.rename, _id(request),
+                            request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+async def prune(request: web.Request) -> web.Response:
+    eng = engine(request)
+    return json_response(await asyncio.to_thread(eng.container_prune, filters_param(request)))
+
+
 def register(routes: Routes) -> None:
     routes.add("POST", "/containers/create", create)
+    routes.add("POST", "/containers/prune", prune)
+    routes.add("POST", "/containers/{id}/restart", restart)
+    routes.add("POST", "/containers/{id}/pause", pause)
+    routes.add("POST", "/containers/{id}/unpause", unpause)
+    routes.add("POST", "/containers/{id}/rename", rename)
     routes.add("GET", "/containers/json", list_containers)
     routes.add("GET", "/containers/{id}/json", inspect)
     routes.add("GET", "/containers/{id}/logs", container_logs)

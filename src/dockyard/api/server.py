@@ -151,7 +151,8 @@ class Routes:
 
 
 def create_app(eng: Engine) -> web.Application:
-    from dockyard.api import archive, attach, containers, exec as exec_api, images, resources, system
+    from dockyard.api import (archive, attach, containers, exec as exec_api, images, networks,
+                              resources, system, volumes)
 
     app = web.Application(middlewares=[_errors, _versions])
     app[ENGINE_KEY] = eng
@@ -163,6 +164,8 @@ def create_app(eng: Engine) -> web.Application:
     attach.register(routes)
     archive.register(routes)
     resources.register(routes)
+    networks.register(routes)
+    volumes.register(routes)
     routes.install(app)
     app.on_response_prepare.append(_common_headers)
     return app

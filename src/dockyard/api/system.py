@@ -16,6 +16,7 @@ from dockyard.image.store import parse_timestamp
 
 _EVENT_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node",
                   "plugin", "scope", "secret", "service", "type", "volume")
+_SUFFIXED_ACTIONS = ("health_status", "exec_create", "exec_start")
 _EVENT_TYPES = ("builder", "config", "container", "daemon", "image", "network", "node",
                 "plugin", "secret", "service", "volume")
 
@@ -53,12 +54,22 @@ class _EventFilter:
             if t not in _EVENT_TYPES:
                 raise InvalidArgument(f"invalid filter 'type={t}'")
 
+    def _event_matches(self, action: str) -> bool:
+        """dockerd matches by prefix when the filter names an action that carries a
+        suffix ("health_status: healthy", "exec_start: sh -c ..."), else exactly."""
+        values = self.f.get("event")
+        if not values:
+            return True
+        if any(v in _SUFFIXED_ACTIONS for v in values):
+            return any(action.startswith(v) for v in values)
+        return action in values
+
     def match(self, e: Event) -> bool:
         def any_of(key: str, *candidates: str) -> bool:
             values = self.f.get(key)
             return not values or any(v in candidates for v in values)
 
-        if not any_of("type", e.type) or not any_of("event", e.action):
+        if not any_of("type", e.type) or not self._event_matches(e.action):
             return False
         if not any_of("scope", "local"):
             return False
@@ -130,7 +141,13 @@ async def events(request: web.Request) -> web.StreamResponse:
         eng.events.unsubscribe(queue)
 
 
+async def build_prune(request: web.Request) -> web.Response:
+    """There is no build cache until the builder arrives: nothing to reclaim."""
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 def register(routes: Routes) -> None:
+    routes.add("POST", "/build/prune", build_prune)
     routes.add("GET", "/_ping", ping)
     routes.add("GET", "/version", version)
     routes.add("GET", "/info", info)

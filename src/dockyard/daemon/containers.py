@@ -518,6 +518,36 @@ class _Args:
         return True
 
 
+def prune_filter(raw: FilterArg) -> Callable[[Container], bool]:
+    """Which stopped containers POST /containers/prune removes: filters until (a time or
+    a duration before now), label and label! (dockerd's ContainersPrune)."""
+    from dockyard.image.store import parse_timestamp
+
+    f = _Args(raw)
+    f.validate(("until", "label", "label!"))
+    until_values = f.get("until")
+    if len(until_values) > 1:
+        raise InvalidArgument("more than one until filter specified")
+    until = parse_timestamp(until_values[0]) if until_values else None
+
+    def match(c: Container) -> bool:
+        if until is not None and c.created_ns / 1e9 > until:
+            return False
+        if not f.match_kv_list("label", c.labels):
+            return False
+        if f.contains("label!") and c.labels and \
+                any(_label_matches(v, c.labels) for v in f.get("label!")):
+            return False
+        return True
+
+    return match
+
+
+def _label_matches(value: str, labels: Mapping[str, str]) -> bool:
+    k, eq, v = value.partition("=")
+    return k in labels and (not eq or labels[k] == v)
+
+
 _ATOI = re.compile(r"[+-]?[0-9]+")
 
 

@@ -25,7 +25,7 @@ from dockyard import __version__
 from dockyard.daemon.config import DaemonConfig
 from dockyard.distribution.credentials import AuthConfig
 from dockyard.distribution.registries import RegistryConfig
-from dockyard.errors import InvalidArgument
+from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.image.reference import Reference, parse_docker_ref, parse_normalized
 from dockyard.image.store import ImageStore
 
@@ -147,9 +147,15 @@ class Engine:
         self.id = self._engine_id()
         self.started = time.time()
         from dockyard.daemon.lifecycle import Lifecycle
+        from dockyard.daemon.ociruntime import RuntimeTable
 
+        # An unknown default or a reserved name stops the daemon, as dockerd refuses them.
+        self.runtimes = RuntimeTable.from_config(config.runtimes, config.default_runtime)
         self.lifecycle = Lifecycle(config.data_root, config.exec_root, self.images,
-                                   self._container_event)
+                                   self._container_event, runtimes=self.runtimes)
+        from dockyard.daemon.health import HealthMonitor
+
+        self.health = HealthMonitor.watch(self.lifecycle)  # before restore: checks resume
         # Live restore: containers that kept running under the monitor get their
         # waiters back; those that exited meanwhile get their exit codes.
         self.lifecycle.restore()
@@ -227,7 +233,13 @@ class Engine:
     def remove(self, name: str, force: bool, prune: bool) -> list[dict[str, str]]:
         image_id = str(self.images.resolve(name))
         labels = self._labels(image_id)
-        records = self.images.remove(name, force=force, prune=prune)
+        records = self.images.remove(name, force=force, prune=prune, in_use=self._image_users)
+        if any(r.get("Deleted") == image_id for r in records):
+            # dockerd keeps no compressed blobs; ours go with the last image using them.
+            try:
+                self.images.gc()
+            except DockyardError as exc:
+                log.warning("collecting content after removing %s: %s", image_id, exc)
         for r in records:
             if "Untagged" in r:
                 self.image_event("untag", image_id, image_id, labels)
@@ -240,7 +252,7 @@ class Engine:
         return record.get("Deleted") == image_id
 
     def prune(self, filters: dict[str, list[str]] | None) -> dict[str, Any]:
-        report = self.images.prune(filters=filters)
+        report = self.images.prune(filters=filters, in_use=self._image_users)
         for r in report.get("ImagesDeleted") or []:
             if "Untagged" in r:
                 self.image_event("untag", r["Untagged"], r["Untagged"])
@@ -311,10 +323,11 @@ class Engine:
         uname = os.uname()
         images = len(self.images.images())
         cgroup_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        counts = self.lifecycle.store.counts()
         return {
             "ID": self.id,
-            "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0,
-            "ContainersStopped": 0,
+            "Containers": sum(counts.values()), "ContainersRunning": counts["running"],
+            "ContainersPaused": counts["paused"], "ContainersStopped": counts["stopped"],
             "Images": images,
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", _fs_type(self.config.data_root)],
@@ -344,11 +357,11 @@ class Engine:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": ENGINE_VERSION,
-            "Runtimes": {"runc": {"path": "runc"}, "dockyard": {"path": "dockyard-runtime"}},
-            "DefaultRuntime": "runc",
+            "Runtimes": self.runtimes.info(),
+            "DefaultRuntime": self.runtimes.default,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": False,
+            "LiveRestoreEnabled": True,  # containers always outlive the daemon here
             "Isolation": "",
             "InitBinary": "docker-init",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
@@ -375,10 +388,29 @@ class Engine:
     def disk_usage(self) -> dict[str, Any]:
         images = self.images.list(all=False)
         layers = sum(i.get("Size", 0) for i in images)
+        lc = self.lifecycle
+        containers = lc.list(all=True, filters=None, limit=0)
         for i in images:
-            i["Containers"] = 0
-        return {"LayersSize": layers, "Images": images, "Containers": [], "Volumes": [],
-                "BuildCache": []}
+            i["Containers"] = sum(1 for c in containers if c.get("ImageID") == i["Id"])
+        for c in containers:
+            c["SizeRw"] = lc.size_rw(c["Id"])
+            c["SizeRootFs"] = c["SizeRw"] + next(
+                (i.get("Size", 0) for i in images if i["Id"] == c.get("ImageID")), 0)
+        return {"LayersSize": layers, "Images": images, "Containers": containers,
+                "Volumes": [], "BuildCache": []}
+
+    def container_prune(self, filters: dict[str, Any] | None) -> dict[str, Any]:
+        report = self.lifecycle.prune(filters)
+        self.events.emit(Event("container", "prune", "",
+                               {"reclaimed": str(report.get("SpaceReclaimed", 0))}))
+        return report
+
+    def _image_users(self, image_id: str) -> list[Any]:
+        """The containers using IMAGE_ID, for rmi's conflict checks."""
+        from dockyard.image.store import ContainerUse
+
+        return [ContainerUse(c.ID, running=c.State.Running)
+                for c in self.lifecycle.store.all() if c.Image == image_id]
 
     async def close(self) -> None:
         self.lifecycle.close()

@@ -19,16 +19,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.daemon import etcfiles, ocispec
-from dockyard.daemon.containers import Container, ContainerStore, summary
+from dockyard.daemon import etcfiles, health, ocispec
+from dockyard.daemon import restart as restart_mod
+from dockyard.daemon.containers import Container, ContainerStore, prune_filter, summary
+from dockyard.daemon.filesystem import container_lock
 from dockyard.daemon.logs import log_path
 from dockyard.daemon.monitor import AttachStream, MonitorClient, ensure_monitor
+from dockyard.daemon.ociruntime import RuntimeTable
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
 from dockyard.image.store import ImageStore
 
 log = logging.getLogger(__name__)
 
 EmitFn = Callable[[str, Container, dict[str, str] | None], None]
+
+WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
+
+# HostConfig fields the lifecycle itself honours, so not the OCI spec's business.
+_HANDLED_ELSEWHERE = ("LogConfig", "RestartPolicy", "AutoRemove")
 
 
 def _now_ns() -> int:
@@ -54,11 +62,27 @@ def _signal_number(sig: str | int) -> int:
         raise InvalidArgument(f"Invalid signal: {sig}") from None
 
 
+def _start_error_code(exc: Exception) -> int:
+    """The exit code dockerd records for a container that could not start: 127 when
+    the command is not there, 126 when it cannot be run, else 128."""
+    text = str(exc).lower()
+    if "executable file not found" in text or "no such file or directory" in text:
+        return 127
+    if "permission denied" in text:
+        return 126
+    return 128
+
+
 class Lifecycle:
     """Containers of one daemon: IMAGES gives the rootfs, MONITOR runs them."""
 
-    def __init__(self, data_root: str, exec_root: str, images: ImageStore, emit: EmitFn) -> None:
+    def __init__(self, data_root: str, exec_root: str, images: ImageStore, emit: EmitFn,
+                 runtimes: RuntimeTable | None = None) -> None:
         self.store = ContainerStore(os.path.join(data_root, "containers"))
+        # The OCI runtimes containers may name, published for the monitor (another process).
+        self.runtimes = runtimes or RuntimeTable.from_config(None, None)
+        os.makedirs(exec_root, mode=0o700, exist_ok=True)
+        self.runtimes.publish(exec_root)
         # Exit codes of removed containers, for waits with condition=removed.
         self._last_code: dict[str, int] = {}
         self.images = images
@@ -82,6 +106,9 @@ class Lifecycle:
         # started, and after its exit was recorded (from the waiter thread).
         self.on_start: list[Callable[[Container], None]] = []
         self.on_exit: list[Callable[[Container], None]] = []
+        # Restart policies: per container, the back-off and a pending restart.
+        self._restarts: dict[str, restart_mod.Manager] = {}
+        self._started_at: dict[str, float] = {}  # monotonic, for the back-off reset
 
     @property
     def monitor(self) -> MonitorClient:
@@ -106,6 +133,9 @@ class Lifecycle:
     # -- create -----------------------------------------------------------------------
 
     def create(self, name: str, config: dict[str, Any], host_config: dict[str, Any]) -> Container:
+        # As dockerd, checked before the image is looked up, and stored resolved.
+        runtime = self.runtimes.resolve(host_config.get("Runtime"))
+        health.validate(config.get("Healthcheck"))  # before the image, as dockerd
         image_ref = config.get("Image") or ""
         if not image_ref:
             raise InvalidArgument("Config.Image: no image specified")
@@ -129,10 +159,16 @@ class Lifecycle:
             cfg["Labels"] = dict(image_config.get("Labels") or {})
         if not cfg.get("StopSignal") and image_config.get("StopSignal"):
             cfg["StopSignal"] = image_config["StopSignal"]
+        health.merge_config(cfg, image_config)
         hc = dict(host_config)
+        hc["Runtime"] = runtime
         hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
         hc.setdefault("NetworkMode", "default")
         hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        restart_mod.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
+        if (hc.get("Memory") or 0) > 0 and not hc.get("MemorySwap"):
+            hc["MemorySwap"] = hc["Memory"] * 2  # dockerd's default: as much swap as memory
+        ocispec.check_create(cfg, hc, image_config, _HANDLED_ELSEWHERE)
         c = Container.new(image_id=str(img.id), config=cfg, host_config=hc, path=args[0],
                           args=args[1:], name=name)
         if not cfg.get("Hostname"):
@@ -181,6 +217,18 @@ class Lifecycle:
             if c.State.RemovalInProgress:
                 raise Conflict(f"cannot start container {cid}: removal in progress")
             self._starting.add(cid)
+            # A start by the user begins the restart policy afresh (dockerd's
+            # ResetRestartManager): no back-off, no count, not "manually stopped".
+            self._restart_manager(cid, reset=True)
+            if c.RestartCount or c.HasBeenManuallyStopped:
+                c.RestartCount = 0
+                c.HasBeenManuallyStopped = False
+                c = self.store.save(c)
+        self._start_guarded(c)
+
+    def _start_guarded(self, c: Container) -> None:
+        """_start, undoing what it did when it fails. The caller has put C in _starting."""
+        cid = c.ID
         try:
             self._start(c)
         except BaseException as exc:
@@ -191,7 +239,14 @@ class Lifecycle:
                 self._cond.notify_all()
             self._cleanup_runtime(cid)
             if isinstance(exc, DockyardError):
-                self.store.update_state(cid, Error=str(exc), ExitCode=128)
+                self.store.update_state(cid, Error=str(exc), ExitCode=_start_error_code(exc))
+                if c.HostConfig.get("AutoRemove"):
+                    # As dockerd: a --rm container that cannot start is removed (the
+                    # client waits for that), with the error still reported.
+                    try:
+                        self.remove(cid, force=True)
+                    except DockyardError:
+                        log.exception("auto-removing container %s", cid)
             raise
 
     def _start(self, c: Container) -> None:
@@ -199,7 +254,9 @@ class Lifecycle:
         rootfs = self.rootfs(cid)
         os.makedirs(rootfs, mode=0o755, exist_ok=True)
         snaps = self.images.snapshots
-        snaps.mount_container(cid, rootfs)
+        # Not while a copy into the stopped container has its root mounted (docker cp).
+        with container_lock(cid):
+            snaps.mount_container(cid, rootfs)
         image_config: dict[str, Any] = {}
         try:
             image_config = dict(self.images.get(c.Image).config.config or {})
@@ -212,8 +269,8 @@ class Lifecycle:
         config = dict(c.Config)
         spec = ocispec.build_spec(container_id=cid, name=c.Name, config=config,
                                   host_config=c.HostConfig, image_config=image_config,
-                                  rootfs=rootfs, etc_files=etc,
-                                  handled_elsewhere=("LogConfig", "RestartPolicy", "AutoRemove"))
+                                  rootfs=rootfs, etc_files=etc, init_path=ocispec.find_init(),
+                                  handled_elsewhere=_HANDLED_ELSEWHERE)
         bundle = self.bundle(cid)
         os.makedirs(bundle, mode=0o700, exist_ok=True)
         with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -242,9 +299,10 @@ class Lifecycle:
                 cb(None)
         mon.start(cid)
         with self._cond:
-            self.store.update_state(cid, Running=True, Pid=pid, StartedAt=_now_ns(),
-                                    ExitCode=0, Error="", OOMKilled=False, Dead=False,
-                                    FinishedAt="0001-01-01T00:00:00Z")
+            self.store.update_state(cid, Running=True, Restarting=False, Pid=pid,
+                                    StartedAt=_now_ns(), ExitCode=0, Error="", OOMKilled=False,
+                                    Dead=False, FinishedAt="0001-01-01T00:00:00Z")
+            self._started_at[cid] = time.monotonic()
             self._starting.discard(cid)
             self._spawn_waiter(cid)
             self._cond.notify_all()
@@ -279,25 +337,97 @@ class Lifecycle:
 
     def _exited(self, cid: str, rec: dict[str, Any]) -> None:
         code = int(rec.get("exit_code", 0))
+        # Release the run's mount and records before anyone learns of the exit: a start
+        # that follows at once (restart, a policy) must not have its mount taken away.
+        self._cleanup_runtime(cid)
         try:
             with self._cond:
-                self.store.update_state(cid, Running=False, Paused=False, Pid=0, ExitCode=code,
+                delay = self._restart_delay(self.store.get(cid), code)
+                # A container about to restart stays "running" (and "restarting"), as in
+                # dockerd, so that stop/rm/wait treat it as one that runs.
+                self.store.update_state(cid, Running=delay is not None,
+                                        Restarting=delay is not None, Paused=False, Pid=0,
+                                        ExitCode=code,
                                         FinishedAt=rec.get("exited_at") or _now_ns(),
                                         OOMKilled=bool(rec.get("oom_killed")),
                                         Error=rec.get("error") or "")
                 self._waiters.pop(cid, None)
                 self._cond.notify_all()
+            c = self.store.get(cid)
         except NotFound:
-            return
-        self._cleanup_runtime(cid)
-        c = self.store.get(cid)
+            return  # removed meanwhile (rm -f)
+        self._forget_execs_of(cid)
         self.emit("die", c, {"exitCode": str(code)})
         self._notify(self.on_exit, c)
+        if delay is not None:
+            self._restart_manager(cid).schedule(delay, lambda: self._policy_restart(cid),
+                                                f"restart-{cid[:12]}")
+            return
         if c.HostConfig.get("AutoRemove"):
             try:
                 self.remove(cid, force=True)
             except DockyardError:
                 log.exception("auto-removing container %s", cid)
+
+    # -- restart policies -------------------------------------------------------------
+
+    def _restart_manager(self, cid: str, reset: bool = False) -> restart_mod.Manager:
+        with self._lock:
+            m = self._restarts.get(cid)
+            if m is None or reset:
+                if m is not None:
+                    m.cancel_timer()
+                m = self._restarts[cid] = restart_mod.Manager()
+            return m
+
+    def _cancel_restart(self, cid: str) -> bool:
+        """The user stopped, killed or removed CID: no more policy restarts until it is
+        started again (dockerd's ExitOnNext). Whether a restart was pending."""
+        m = self._restart_manager(cid)
+        m.cancelled = True
+        return m.cancel_timer()
+
+    def _restart_delay(self, c: Container, code: int) -> float | None:
+        if c.HostConfig.get("AutoRemove") or c.State.RemovalInProgress:
+            return None
+        started = self._started_at.pop(c.ID, None)
+        ran = time.monotonic() - started if started is not None else 0.0
+        return self._restart_manager(c.ID).decide(c.HostConfig.get("RestartPolicy"), code,
+                                                  c.HasBeenManuallyStopped, ran,
+                                                  c.RestartCount)
+
+    def _policy_restart(self, cid: str) -> None:
+        with self._cond:
+            m = self._restarts.get(cid)
+            try:
+                c = self.store.get(cid)
+            except NotFound:
+                return
+            if m is None or m.cancelled or not c.State.Restarting or cid in self._starting:
+                return
+            m.timer = None
+            self._starting.add(cid)
+            c.RestartCount += 1
+            c = self.store.save(c)
+        try:
+            self._start_guarded(c)
+        except DockyardError as exc:
+            log.error("restarting container %s: %s", cid, exc)
+            with self._cond:
+                if cid in self.store:
+                    self.store.update_state(cid, Running=False, Restarting=False)
+                self._cond.notify_all()
+
+    def _end_restarting(self, cid: str) -> bool:
+        """Turn a container waiting for its policy restart into a stopped one."""
+        with self._cond:
+            self._cancel_restart(cid)
+            c = self.store.get(cid)
+            if not c.State.Restarting:
+                return False
+            self.store.update_state(cid, Running=False, Restarting=False)
+            self._cond.notify_all()
+        return True
 
     def _cleanup_runtime(self, cid: str) -> None:
         """Release what a run holds: the monitor's record, the rootfs mount, the bundle."""
@@ -316,7 +446,13 @@ class Lifecycle:
     def restore(self) -> None:
         """Live restore: containers the store thinks running are matched with the
         monitor's; running ones get a waiter again, the others their exit."""
-        running = [c for c in self.store.all() if c.State.Running]
+        everything = self.store.all()
+        # Containers the daemon died on while they waited for a policy restart.
+        for c in everything:
+            if c.State.Restarting:
+                self.store.update_state(c.ID, Running=False, Restarting=False)
+        running = [c for c in everything if c.State.Running and not c.State.Restarting]
+        self._restart_stopped([c.ID for c in everything if c not in running])
         if not running:
             return
         try:
@@ -334,12 +470,42 @@ class Lifecycle:
             else:
                 with self._cond:
                     self._spawn_waiter(c.ID)
+                # Observers resume what they do for a running container (health checks).
+                self._notify(self.on_start, self.store.get(c.ID))
+
+    def _restart_stopped(self, ids: list[str]) -> None:
+        """At daemon start, start again the stopped containers whose policy says so, in
+        the background (the daemon serves meanwhile)."""
+        todo = []
+        for cid in ids:
+            try:
+                c = self.store.get(cid)
+            except NotFound:
+                continue
+            if c.State.Running or c.State.Dead or not c.HasBeenStartedBefore:
+                continue
+            if restart_mod.restarts_on_daemon_start(c.HostConfig.get("RestartPolicy"),
+                                                     c.State.ExitCode,
+                                                     c.HasBeenManuallyStopped, c.RestartCount):
+                todo.append(cid)
+
+        def run() -> None:
+            for cid in todo:
+                try:
+                    self.start(cid)
+                except _NotModified:
+                    pass
+                except DockyardError as exc:
+                    log.error("restarting container %s at daemon start: %s", cid, exc)
+
+        if todo:
+            threading.Thread(target=run, name="restart-on-start", daemon=True).start()
 
     # -- wait -------------------------------------------------------------------------
 
     def wait(self, ref: str, condition: str = "not-running",
              cancelled: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        if condition not in ("", "not-running", "next-exit", "removed"):
+        if condition not in WAIT_CONDITIONS:
             raise InvalidArgument(f"invalid condition: {condition!r}")
         c = self.store.get(ref)
         cid = c.ID
@@ -355,6 +521,10 @@ class Lifecycle:
                 cur = self.store.get(cid)
                 running = cur.State.Running or cid in self._starting
                 if condition in ("", "not-running") and not running:
+                    return {"StatusCode": cur.State.ExitCode, "Error": None}
+                # An exit that leads to a policy restart ends a wait too, as in dockerd.
+                if condition in ("", "not-running") and cur.State.Restarting and \
+                        self._finished_marker(cid) != start_finished:
                     return {"StatusCode": cur.State.ExitCode, "Error": None}
                 if condition == "next-exit" and not running and \
                         self._finished_marker(cid) != start_finished:
@@ -374,23 +544,60 @@ class Lifecycle:
         num = _signal_number(sig or "SIGKILL")
         if not c.State.Running:
             raise Conflict(f"Cannot kill container: {c.ID}: container {c.ID} is not running")
+        if c.State.Restarting:
+            raise Conflict(f"Cannot kill container: {c.ID}: Container {c.ID} is restarting, "
+                           "wait until the container is running")
+        final = num == signal.SIGKILL or num == self._stop_signal(c)
+        if final:
+            self._cancel_restart(c.ID)  # dockerd's ExitOnNext
         self.monitor.kill(c.ID, num)
         self.emit("kill", c, {"signal": str(num)})
+        if final and c.State.Paused:
+            self._resume_quietly(c.ID)
+
+    @staticmethod
+    def _stop_signal(c: Container) -> int:
+        try:
+            return _signal_number(c.Config.get("StopSignal") or "SIGTERM")
+        except InvalidArgument:
+            return int(signal.SIGTERM)
+
+    def _resume_quietly(self, cid: str) -> None:
+        """Thaw a paused container a signal was sent to, so that it can act on it."""
+        try:
+            self.monitor.resume(cid)
+        except DockyardError as exc:
+            log.debug("resuming %s: %s", cid, exc)
+            return
+        with self._cond:
+            if cid in self.store:
+                self.store.update_state(cid, Paused=False)
 
     def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
         """False when it was not running (dockerd's 304)."""
         c = self.store.get(ref)
         if not c.State.Running:
             return False
+        num = _signal_number(sig or c.Config.get("StopSignal") or "SIGTERM")
+        with self._cond:
+            c = self.store.get(c.ID)
+            if not c.HasBeenManuallyStopped:
+                c.HasBeenManuallyStopped = True
+                c = self.store.save(c)
+        self._cancel_restart(c.ID)
+        if self._end_restarting(c.ID):
+            self.emit("stop", self.store.get(c.ID), None)
+            return True
         if timeout is None:
             timeout = c.Config.get("StopTimeout")
             if timeout is None:
                 timeout = 10
-        num = _signal_number(sig or c.Config.get("StopSignal") or "SIGTERM")
         try:
             self.monitor.kill(c.ID, num)
         except DockyardError as exc:
             log.debug("stop signal to %s: %s", c.ID, exc)
+        if c.State.Paused:
+            self._resume_quietly(c.ID)
         if not self._wait_stopped(c.ID, timeout):
             try:
                 self.monitor.kill(c.ID, signal.SIGKILL)
@@ -419,8 +626,16 @@ class Lifecycle:
         cid = c.ID
         if c.State.Running:
             if not force:
-                raise Conflict(f"You cannot remove a running container {cid}. Stop the "
+                state = "restarting" if c.State.Restarting else \
+                    "paused" if c.State.Paused else "running"
+                raise Conflict(f"You cannot remove a {state} container {cid}. Stop the "
                                "container before attempting removal or force remove")
+            self._cancel_restart(cid)
+            if self._end_restarting(cid):
+                c = self.store.get(cid)
+        if c.State.Running:
+            if c.State.Paused:
+                self._resume_quietly(cid)
             try:
                 self.monitor.kill(cid, signal.SIGKILL)
             except DockyardError as exc:
@@ -448,8 +663,92 @@ class Lifecycle:
             raise
         with self._cond:
             self._last_code[cid] = cur.State.ExitCode
+            m = self._restarts.pop(cid, None)
+            if m is not None:
+                m.cancel_timer()
+            self._started_at.pop(cid, None)
             self._cond.notify_all()
         self.emit("destroy", cur, None)
+
+    # -- restart, pause, rename, prune --------------------------------------------------
+
+    def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.store.get(ref)
+        self.stop(c.ID, timeout, sig)
+        try:
+            self.start(c.ID)
+        except _NotModified:
+            pass
+        self.emit("restart", self.store.get(c.ID), None)
+
+    def pause(self, ref: str) -> None:
+        c = self.store.get(ref)
+        with self._cond:
+            c = self.store.get(c.ID)
+            if not c.State.Running:
+                raise Conflict(f"Container {c.ID} is not running")
+            if c.State.Paused:
+                raise Conflict(f"Container {c.ID} is already paused")
+            if c.State.Restarting:
+                raise Conflict(f"Container {c.ID} is restarting, wait until the container "
+                               "is running")
+            self.monitor.pause(c.ID)
+            c = self.store.update_state(c.ID, Paused=True)
+        self.emit("pause", c, None)
+
+    def unpause(self, ref: str) -> None:
+        c = self.store.get(ref)
+        with self._cond:
+            c = self.store.get(c.ID)
+            if not c.State.Paused:
+                raise Conflict(f"Container {c.ID} is not paused")
+            self.monitor.resume(c.ID)
+            c = self.store.update_state(c.ID, Paused=False)
+        self.emit("unpause", c, None)
+
+    def rename(self, ref: str, new_name: str) -> None:
+        if not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        old, new = self.store.rename(ref, new_name)
+        c = self.store.get(new)
+        self.emit("rename", c, {"oldName": old})
+
+    def prune(self, filters: Any) -> dict[str, Any]:
+        """POST /containers/prune: remove the stopped containers FILTERS select (until,
+        label, label!)."""
+        match = prune_filter(filters)
+        deleted: list[str] = []
+        reclaimed = 0
+        for c in self.store.all():
+            if c.State.Running or not match(c):
+                continue
+            size = self.size_rw(c.ID)
+            try:
+                self.remove(c.ID)
+            except (Conflict, NotFound) as exc:
+                log.debug("prune: %s", exc)
+                continue
+            deleted.append(c.ID)
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def size_rw(self, cid: str) -> int:
+        """Bytes in the container's writable layer (what `ps -s` and df show)."""
+        try:
+            upper = self.images.snapshots.container_dirs(cid)[1]
+        except DockyardError:
+            return 0
+        total = 0
+        for root, dirs, files in os.walk(upper):
+            for name in files + dirs:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue
+                if not os.path.isdir(os.path.join(root, name)) or os.path.islink(
+                        os.path.join(root, name)):
+                    total += st.st_size
+        return total
 
     # -- attach -----------------------------------------------------------------------
 
@@ -461,6 +760,7 @@ class Lifecycle:
         c = self.store.get(ref)
         req = _AttachRequest(self, c.ID)
         stdin = stdin and bool(c.Config.get("OpenStdin"))
+        self.emit("attach", c, None)
         with self._cond:
             if not self.store.get(c.ID).State.Running:
                 self._pending_attach.setdefault(c.ID, []).append((req.deliver, stdin))
@@ -507,10 +807,12 @@ class Lifecycle:
                "AttachStdin": bool(body.get("AttachStdin")),
                "AttachStdout": bool(body.get("AttachStdout")),
                "AttachStderr": bool(body.get("AttachStderr")),
+               "DetachKeys": str(body.get("DetachKeys") or ""),
                "Running": False, "Started": False, "ExitCode": None, "Pid": 0}
         with self._cond:
             self._execs[eid] = rec
-        self.emit("exec_create: " + " ".join(cmd), c, {"execID": eid})
+        # dockerd's text: entrypoint, a space, the arguments (so "true " without any).
+        self.emit(f"exec_create: {cmd[0]} {' '.join(cmd[1:])}", c, {"execID": eid})
         return eid
 
     def _exec_record(self, eid: str) -> dict[str, Any]:
@@ -538,9 +840,10 @@ class Lifecycle:
         proc["terminal"] = rec["Tty"]
         return proc
 
-    def exec_start(self, eid: str, detach: bool, tty: bool | None = None) -> AttachStream | None:
+    def exec_start(self, eid: str, detach: bool, tty: bool | None = None,
+                   console_size: tuple[int, int] | None = None) -> AttachStream | None:
         """Run exec EID; its output stream (None when DETACH). A waiter thread records
-        the exit code."""
+        the exit code. CONSOLE_SIZE (height, width) sizes its terminal from the start."""
         rec = self._exec_record(eid)
         with self._cond:
             if rec["Started"]:
@@ -555,6 +858,8 @@ class Lifecycle:
             if tty is not None and tty != rec["Tty"]:
                 rec["Tty"] = tty
             process = self._exec_process(c, rec)
+            if console_size is not None and rec["Tty"]:
+                process["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
             pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"],
                                             stdin=rec["AttachStdin"])
         except BaseException:
@@ -567,7 +872,8 @@ class Lifecycle:
             self._cond.notify_all()
         threading.Thread(target=self._exec_waiter, args=(rec,), name=f"exec-{eid[:12]}",
                          daemon=True).start()
-        self.emit("exec_start: " + " ".join(rec["Cmd"]), c, {"execID": eid})
+        cmd = rec["Cmd"]
+        self.emit(f"exec_start: {cmd[0]} {' '.join(cmd[1:])}", c, {"execID": eid})
         if detach:
             stream.close()
             return None
@@ -602,6 +908,21 @@ class Lifecycle:
                 self._cond.wait(timeout=min(left, 1.0))
             return rec["ExitCode"]
 
+    def exec_forget(self, eid: str) -> None:
+        """Drop the record of exec EID once it has ended (health probes, which nobody
+        inspects afterwards, would otherwise pile up)."""
+        with self._cond:
+            rec = self._execs.get(eid)
+            if rec is not None and not rec["Running"]:
+                del self._execs[eid]
+
+    def _forget_execs_of(self, cid: str) -> None:
+        """A container's exec instances end with it, as in dockerd's Cleanup."""
+        with self._cond:
+            for eid in [e for e, r in self._execs.items() if r["ContainerID"] == cid
+                        and not r["Running"]]:
+                del self._execs[eid]
+
     def exec_inspect(self, eid: str) -> dict[str, Any]:
         rec = self._exec_record(eid)
         with self._cond:
@@ -612,7 +933,15 @@ class Lifecycle:
                                       "user": rec["User"]},
                     "OpenStdin": rec["AttachStdin"], "OpenStderr": rec["AttachStderr"],
                     "OpenStdout": rec["AttachStdout"], "CanRemove": False,
-                    "ContainerID": rec["ContainerID"], "DetachKeys": "", "Pid": rec["Pid"]}
+                    "ContainerID": rec["ContainerID"], "DetachKeys": rec["DetachKeys"],
+                    "Pid": rec["Pid"]}
+
+    def update(self, ref: str, body: Any) -> list[str]:
+        """POST /containers/{id}/update: new limits (live when running) and restart
+        policy, persisted in HostConfig; dockerd's warnings."""
+        from dockyard.daemon import update as update_mod
+
+        return update_mod.update(self, ref, body)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -663,3 +992,11 @@ class _AttachRequest:
                 if not self.ready.is_set():
                     return None
         return self.stream
+
+    def detached(self) -> None:
+        """The client typed its detach keys: dockerd's "detach" event."""
+        try:
+            c = self.lc.store.get(self.cid)
+        except NotFound:
+            return
+        self.lc.emit("detach", c, None)

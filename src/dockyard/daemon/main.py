@@ -1,29 +1,42 @@
-"""`dockyardd`: the daemon serving the Docker Engine API on a unix socket."""
+"""`dockyardd`: the daemon serving the Docker Engine API on unix sockets and, with TLS as
+dockerd sets it up, on TCP."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import contextlib
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from typing import Any
 
 from dockyard import __version__
-from dockyard.daemon.config import DaemonConfig, Listener, parse_host
+from dockyard.daemon.config import DaemonConfig, Listener, default_cert_path
 from dockyard.errors import DockyardError, InvalidArgument
 
 log = logging.getLogger("dockyardd")
+
+
+def _flag_bool(text: str) -> bool:
+    # The spellings Go's strconv.ParseBool accepts, since dockerd's flags take them.
+    value = text.strip()
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f'invalid argument "{text}": parse error')
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockyardd", description="A self-sufficient runtime for "
                                 "containers: the Dockyard daemon")
     p.add_argument("-H", "--host", action="append", dest="hosts",
-                   help="Daemon socket(s) to connect to (unix:///path or tcp://127.0.0.1:port)")
+                   help="Daemon socket(s) to connect to (unix:///path or tcp://host:port)")
     p.add_argument("--data-root", help="Root directory of persistent state (default "
                    "/var/lib/dockyard)")
     p.add_argument("--exec-root", help="Root directory for execution state (default "
@@ -39,10 +52,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="Preferred registry mirror")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
                    help="Enable insecure registry communication")
-    for flag in ("--tls", "--tlsverify"):
-        p.add_argument(flag, action="store_true", default=False, help=argparse.SUPPRESS)
-    for flag in ("--tlscacert", "--tlscert", "--tlskey"):
-        p.add_argument(flag, help=argparse.SUPPRESS)
+    # --tls=false must be told apart from no --tls at all: it is how an operator says
+    # that plain TCP off loopback is intended.
+    p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
+                   help="Use TLS; implied by --tlsverify")
+    p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
+                   help="Use TLS and verify the remote")
+    certs = default_cert_path()
+    p.add_argument("--tlscacert", help="Trust certs signed only by this CA (default "
+                   f"{os.path.join(certs, 'ca.pem')})")
+    p.add_argument("--tlscert", help="Path to TLS certificate file (default "
+                   f"{os.path.join(certs, 'cert.pem')})")
+    p.add_argument("--tlskey", help="Path to TLS key file (default "
+                   f"{os.path.join(certs, 'key.pem')})")
     p.add_argument("-v", "--version", action="store_true", help="Print version information")
     return p
 
@@ -109,13 +131,154 @@ def _unix_socket(path: str) -> socket.socket:
     return sock
 
 
-async def _serve(cfg: DaemonConfig) -> None:
+def _open_error(path: str, exc: OSError) -> str:
+    # Go's wording ("open PATH: no such file or directory"), which operators search for.
+    reason = exc.strerror or str(exc)
+    return f"open {path}: {reason[:1].lower()}{reason[1:]}"
+
+
+def tls_context(cfg: DaemonConfig) -> ssl.SSLContext | None:
+    """The server context for TCP listeners as dockerd builds it (TLS 1.2 at least, ECDHE
+    suites only, client certificates required and checked against the CA alone when
+    verifying), or None without TLS. A file that cannot be used is an InvalidArgument
+    naming it."""
+    if not cfg.tls:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    ctx.set_alpn_protocols(["http/1.1"])
+    pair = f'(cert: "{cfg.tlscert}", key: "{cfg.tlskey}")'
+    for path in (cfg.tlscert, cfg.tlskey):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise InvalidArgument(f"invalid TLS configuration: could not load X509 key pair "
+                                  f"{pair}: {_open_error(path, exc)}") from None
+    try:
+        # An empty password instead of none: OpenSSL would otherwise prompt on the
+        # terminal for an encrypted key.
+        ctx.load_cert_chain(cfg.tlscert, cfg.tlskey, password=lambda: b"")
+    except (ssl.SSLError, ValueError) as exc:
+        raise InvalidArgument(f"invalid TLS configuration: error reading X509 key pair - make "
+                              f"sure the key is not encrypted {pair}: {exc}") from None
+    if not cfg.tlsverify:
+        return ctx
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if not cfg.tlscacert:
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        return ctx
+    try:
+        with open(cfg.tlscacert, encoding="ascii", errors="replace") as f:
+            pem = f.read()
+    except OSError as exc:
+        raise InvalidArgument(f'invalid TLS configuration: could not read CA certificate '
+                              f'"{cfg.tlscacert}": {_open_error(cfg.tlscacert, exc)}') from None
+    try:
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise ssl.SSLError("no certificate")
+        ctx.load_verify_locations(cadata=pem)
+    except ssl.SSLError:
+        raise InvalidArgument(f'invalid TLS configuration: failed to append certificates from '
+                              f'PEM file: "{cfg.tlscacert}"') from None
+    return ctx
+
+
+class _DockerTLS(asyncio.sslproto.SSLProtocol):
+    """asyncio's server-side TLS with two of Go's behaviours that docker clients rely on.
+
+    A failed handshake sends its alert before the connection is dropped: asyncio aborts at
+    once and the alert is lost, so a client refused for lacking a certificate would see a
+    bare reset instead of "certificate required".
+
+    A close_notify from the client is a half-close when the protocol asks to stay open:
+    the docker CLI sends one on a hijacked attach/exec connection once it has no more
+    stdin, and the container's output must still reach it afterwards, as over a unix
+    socket. asyncio would shut the connection down instead."""
+
+    _half_closed = False
+
+    def _call_eof_received(self) -> None:
+        states = asyncio.sslproto.AppProtocolState
+        if self._app_state != states.STATE_CON_MADE:
+            return
+        self._app_state = states.STATE_EOF
+        try:
+            self._half_closed = bool(self._app_protocol.eof_received())
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Error calling eof_received()")
+
+    def _start_shutdown(self) -> None:
+        # Called right after _call_eof_received when the peer's close_notify was read;
+        # later calls (our side closing) shut down as usual.
+        if self._half_closed:
+            self._half_closed = False
+            return
+        super()._start_shutdown()
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()
+            peer = self._transport.get_extra_info("peername") if self._transport else None
+            log.info("http: TLS handshake error from %s: %s",
+                     ":".join(map(str, peer[:2])) if peer else "?", handshake_exc)
+        super()._on_handshake_complete(handshake_exc)
+
+
+def _tls_site_supported() -> bool:
+    # _DockerTLS leans on asyncio's TLS internals (Python 3.11+); without them, plain
+    # asyncio TLS still serves, only less like dockerd.
+    return hasattr(asyncio.sslproto, "AppProtocolState") and all(
+        hasattr(asyncio.sslproto.SSLProtocol, name)
+        for name in ("_on_handshake_complete", "_process_outgoing", "_call_eof_received",
+                     "_start_shutdown"))
+
+
+async def _start_tcp_site(runner: Any, ln: Listener, tls: ssl.SSLContext | None) -> None:
+    from aiohttp import web
+
+    if tls is None or not _tls_site_supported():
+        await web.TCPSite(runner, ln.address, ln.port, ssl_context=tls).start()
+        return
+
+    class TlsSite(web.TCPSite):
+        async def start(self) -> None:
+            await web.BaseSite.start(self)
+            loop = asyncio.get_running_loop()
+            handler = runner.server
+            self._server = await loop.create_server(
+                lambda: _DockerTLS(loop, handler(), tls, None, server_side=True),
+                ln.address, ln.port, backlog=self._backlog)
+
+    await TlsSite(runner, ln.address, ln.port, ssl_context=tls).start()
+
+
+async def _warn_unauthenticated(cfg: DaemonConfig, ln: Listener) -> None:
+    host = f"tcp://{ln.hostport}"
+    log.warning("Binding to IP address without --tlsverify is insecure and gives root access "
+                "on this machine to everyone who has access to your network. host=%s", host)
+    log.warning("Binding to an IP address, even on localhost, can also give access to "
+                "scripts run in a browser. Be safe out there! host=%s", host)
+    if not ln.loopback:
+        why = ("--tlsverify=false was given" if cfg.tls
+               else "TLS was turned off explicitly (--tls=false)")
+        log.warning("Listening on %s without client authentication because %s: consider "
+                    "--tlsverify with client certificates instead", host, why)
+    # dockerd slows its start-up here so that the warning is seen; so do we.
+    await asyncio.sleep(1)
+
+
+async def _serve(cfg: DaemonConfig, tls: ssl.SSLContext | None) -> None:
     from aiohttp import web
 
     from dockyard.api.server import create_app
     from dockyard.daemon.engine import Engine
 
-    listeners: list[Listener] = [parse_host(h) for h in cfg.hosts]
+    listeners: list[Listener] = cfg.listeners()
     # Blocking engine calls run in worker threads, and some block for as long as a
     # container runs (wait, attach, logs --follow): asyncio's default pool (cpus + 4
     # threads) would run dry with a handful of attached containers and stall every
@@ -143,9 +306,10 @@ async def _serve(cfg: DaemonConfig) -> None:
                 sockets.append(ln.address)
                 await web.SockSite(runner, sock).start()
             else:
-                await web.TCPSite(runner, ln.address, ln.port).start()
-            log.info("API listen on %s", ln.address if ln.kind == "unix"
-                     else f"{ln.address}:{ln.port}")
+                if not cfg.verify_clients:
+                    await _warn_unauthenticated(cfg, ln)
+                await _start_tcp_site(runner, ln, tls)
+            log.info("API listen on %s", ln.address if ln.kind == "unix" else ln.hostport)
         if cfg.pidfile:
             _write_pidfile(cfg.pidfile)
         log.info("Daemon has completed initialization (version %s, data root %s)", __version__,
@@ -173,17 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"Dockyard version {__version__}")
         return 0
-    if args.tls or args.tlsverify or args.tlscacert or args.tlscert or args.tlskey:
-        print("dockyardd: TLS is not supported yet; listen on a unix socket or on a loopback "
-              "address", file=sys.stderr)
-        return 1
     try:
         cfg = DaemonConfig.load(args.config_file, {
             "hosts": args.hosts, "data_root": args.data_root, "exec_root": args.exec_root,
             "pidfile": args.pidfile, "debug": args.debug, "log_level": args.log_level,
             "registry_mirrors": args.registry_mirrors,
             "insecure_registries": args.insecure_registries,
+            "tls": args.tls, "tlsverify": args.tlsverify, "tlscacert": args.tlscacert,
+            "tlscert": args.tlscert, "tlskey": args.tlskey,
         })
+        tls = tls_context(cfg)
     except DockyardError as exc:
         print(f"dockyardd: {exc}", file=sys.stderr)
         return 1
@@ -191,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.warning("not running as root: image unpacking may fail")
     try:
-        asyncio.run(_serve(cfg))
+        asyncio.run(_serve(cfg, tls))
     except DockyardError as exc:
         log.error("%s", exc)
         return 1

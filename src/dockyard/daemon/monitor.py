@@ -12,10 +12,11 @@ creates, so it reaps them and learns their exit codes. One event loop (selectors
 - SIGCHLD, through the signal wakeup fd: reap with waitpid(-1, WNOHANG).
 
 Layout of EXEC_ROOT: monitor.sock, monitor.pid, monitor.lock (held while it runs, so two
-monitors never share a root), monitor.log, runtime/ (the Runtime's state root) and
-containers/<id>/ with meta.json (what the container was created with) and, once its init
-exited, exit.json {"exit_code", "exited_at", "oom_killed"}, written atomically before any
-waiter is answered so that a daemon that was down learns the exit later.
+monitors never share a root), monitor.log, runtime/ (the in-process Runtime's state root),
+runtimes/<name>/ (the state root of each OCI runtime binary used, see daemon.ociruntime) and
+containers/<id>/ with meta.json (what the container was created with, its runtime included)
+and, once its init exited, exit.json {"exit_code", "exited_at", "oom_killed"}, written
+atomically before any waiter is answered so that a daemon that was down learns the exit later.
 
 Known limits, by construction:
 - If the monitor ITSELF dies (SIGKILL, OOM), its containers keep running but are
@@ -50,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from dockyard.daemon import monitor_protocol as proto
+from dockyard.daemon.ociruntime import OWN_RUNTIME, STATE_DIR, OCIRuntime, RuntimeSpec, lookup
 from dockyard.daemon.logs import LogWriter, format_time_ns
 from dockyard.atomicfile import write_atomic
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
@@ -171,6 +173,9 @@ class Monitor:
         self.root = os.path.abspath(exec_root)
         self.cdir = os.path.join(self.root, "containers")
         self.runtime = Runtime(os.path.join(self.root, "runtime"))
+        # Containers created with an OCI runtime binary (runc, crun...): one adapter per
+        # runtime, made when first needed.
+        self.oci: dict[tuple[str, str, tuple[str, ...]], OCIRuntime] = {}
         self.sel = selectors.DefaultSelector()
         self.containers: dict[str, Container] = {}
         self.procs: dict[str, Proc] = {}  # wait targets: container ids and exec ids
@@ -283,7 +288,7 @@ class Monitor:
     def _watch_adopted(self, c: Container) -> None:
         proc = c.proc
         try:
-            st = self.runtime.state(c.id)
+            st = self._rt(c).state(c.id)
         except DockyardError:
             st = {"status": "stopped", "pid": 0}
         pidfd = -1
@@ -292,7 +297,7 @@ class Monitor:
                 pidfd = os.pidfd_open(st["pid"])
                 # The pidfd names the process for good; check it is still the container's
                 # init (not a reused pid) now that the pidfd holds it.
-                if self.runtime.state(c.id)["pid"] != st["pid"]:
+                if self._rt(c).state(c.id)["pid"] != st["pid"]:
                     os.close(pidfd)
                     pidfd = -1
             except (OSError, DockyardError):
@@ -351,10 +356,10 @@ class Monitor:
         oom = False
         c = proc.container
         is_init = c is not None and c.proc is proc
-        if is_init and error is None:
+        if c is not None and is_init and error is None:
             try:
                 # Before anyone deletes the cgroup: the kernel's count is all we have.
-                oom = bool(self.runtime.state(proc.id).get("oomKilled"))
+                oom = bool(self._rt(c).state(proc.id).get("oomKilled"))
             except DockyardError:
                 pass
         proc.exit = ExitRecord(code, format_time_ns(time.time_ns()), oom, error)
@@ -697,6 +702,29 @@ class Monitor:
 
     # requests ------------------------------------------------------------------------------
 
+    def _resolve_runtime(self, name: Any) -> RuntimeSpec | None:
+        """A create request's runtime: None for our own, in this process."""
+        if name in (None, "", OWN_RUNTIME):
+            return None
+        if not isinstance(name, str):
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+        return lookup(self.root, name)
+
+    def _runtime_for(self, spec: RuntimeSpec | None) -> Any:
+        """The runtime driving containers made with SPEC (the in-process one for None)."""
+        if spec is None:
+            return self.runtime
+        key = (spec.name, spec.path, spec.args)
+        rt = self.oci.get(key)
+        if rt is None:
+            rt = self.oci[key] = OCIRuntime(spec, os.path.join(self.root, STATE_DIR, spec.name))
+        return rt
+
+    def _rt(self, c: Container) -> Any:
+        """C's runtime, as recorded when it was created (so also after a restart)."""
+        recorded = c.meta.get("runtime")
+        return self._runtime_for(RuntimeSpec.from_dict(recorded) if recorded else None)
+
     def _container(self, req: dict[str, Any]) -> Container:
         cid = req.get("id")
         c = self.containers.get(cid) if isinstance(cid, str) else None
@@ -715,6 +743,8 @@ class Monitor:
             raise Conflict(f"container with id exists: {cid}")
         tty, want_stdin = bool(req.get("tty")), bool(req.get("stdin"))
         log_path = req.get("log_path")
+        runtime = self._resolve_runtime(req.get("runtime"))
+        rt = self._runtime_for(runtime)
         d = os.path.join(self.cdir, cid)
         os.mkdir(d, 0o700)
         opened: list[int] = []  # our ends, closed if anything fails
@@ -728,7 +758,7 @@ class Monitor:
             if tty:
                 ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
                 try:
-                    pid = self.runtime.create(cid, req["bundle"], console_socket=console)
+                    pid = rt.create(cid, req["bundle"], console_socket=console)
                     from dockyard.runtime.console import receive_master
 
                     master = receive_master(ours)
@@ -757,7 +787,7 @@ class Monitor:
                 err_r, err_w = os.pipe2(os.O_CLOEXEC)
                 opened.append(err_r)
                 theirs.append(err_w)
-                pid = self.runtime.create(cid, req["bundle"], stdio=(stdin_fd, out_w, err_w))
+                pid = rt.create(cid, req["bundle"], stdio=(stdin_fd, out_w, err_w))
         except BaseException:
             for fd in opened:
                 os.close(fd)
@@ -772,7 +802,8 @@ class Monitor:
                 console.close()
         proc.pid = pid
         meta = {"id": cid, "bundle": req["bundle"], "tty": tty, "stdin": want_stdin, "log_path": log_path,
-                "log_opts": req.get("log_opts") or {}, "log_driver": req.get("log_driver"), "pid": pid}
+                "log_opts": req.get("log_opts") or {}, "log_driver": req.get("log_driver"), "pid": pid,
+                "runtime": None if runtime is None else runtime.to_dict()}
         write_atomic(os.path.join(d, "meta.json"), json.dumps(meta).encode())
         c = Container(cid, meta, proc)
         proc.container = c
@@ -789,20 +820,22 @@ class Monitor:
 
     def op_start(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
         c = self._container(req)
-        self.runtime.start(c.id)
+        self._rt(c).start(c.id)
         return {"ok": True}
 
     def op_kill(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
         c = self._container(req)
-        self.runtime.kill(c.id, _signal_number(req.get("signal", signal.SIGTERM)), bool(req.get("all")))
+        self._rt(c).kill(c.id, _signal_number(req.get("signal", signal.SIGTERM)), bool(req.get("all")))
         return {"ok": True}
 
     def op_pause(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
-        self.runtime.pause(self._container(req).id)
+        c = self._container(req)
+        self._rt(c).pause(c.id)
         return {"ok": True}
 
     def op_resume(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
-        self.runtime.resume(self._container(req).id)
+        c = self._container(req)
+        self._rt(c).resume(c.id)
         return {"ok": True}
 
     def op_delete(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
@@ -811,13 +844,13 @@ class Monitor:
         proc = c.proc
         if proc.exit is None and not force:
             try:
-                status = self.runtime.state(c.id)["status"]
+                status = self._rt(c).state(c.id)["status"]
             except NotFound:
                 status = "stopped"
             if status in ("running", "paused"):
                 raise Conflict(f"cannot delete container {c.id} that is not stopped: {status}")
         try:
-            self.runtime.delete(c.id, force=True)
+            self._rt(c).delete(c.id, force=True)
         except NotFound:
             pass
         if proc.exit is None and proc.pid in self.by_pid:
@@ -863,7 +896,7 @@ class Monitor:
 
     def _describe(self, c: Container) -> dict[str, Any]:
         try:
-            st = self.runtime.state(c.id)
+            st = self._rt(c).state(c.id)
         except NotFound:
             st = {"id": c.id, "status": "stopped", "pid": 0}
         if c.proc.exit is not None:
@@ -908,11 +941,11 @@ class Monitor:
         proc = self.procs.get(pid) if isinstance(pid, str) else None
         if proc is None:
             raise NotFound(f"No such container: {pid}")
-        if proc.master < 0:
-            raise Conflict(f"{pid} has no terminal to resize")
         h, w = int(req.get("height", 0)), int(req.get("width", 0))
         if not (0 <= h < 65536 and 0 <= w < 65536):
             raise InvalidArgument(f"invalid terminal size {h}x{w}")
+        if proc.master < 0:
+            return {"ok": True}  # no terminal: nothing to resize (containerd's shims agree)
         fcntl.ioctl(proc.master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
         return {"ok": True}
 
@@ -933,7 +966,7 @@ class Monitor:
             if tty:
                 ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
                 try:
-                    pid = self.runtime.exec(c.id, process, console_socket=console, detach=True)
+                    pid = self._rt(c).exec(c.id, process, console_socket=console, detach=True)
                     from dockyard.runtime.console import receive_master
 
                     proc.master = receive_master(ours)
@@ -960,7 +993,7 @@ class Monitor:
                 err_r, err_w = os.pipe2(os.O_CLOEXEC)
                 opened += [out_r, err_r]
                 theirs += [out_w, err_w]
-                pid = self.runtime.exec(c.id, process, detach=True, stdio=(stdin_fd, out_w, err_w))
+                pid = self._rt(c).exec(c.id, process, detach=True, stdio=(stdin_fd, out_w, err_w))
                 outs = [(out_r, "stdout"), (err_r, "stderr")]
         except BaseException:
             for fd in opened:

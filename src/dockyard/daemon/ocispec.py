@@ -63,7 +63,19 @@ _HOST_MAPPED = frozenset((
     "MaskedPaths", "ReadonlyPaths", "Init", "ConsoleSize", "Annotations",
 ))
 _HOST_ELSEWHERE = frozenset(("ContainerIDFile", "LogConfig", "RestartPolicy", "AutoRemove"))
-_RUNTIMES = ("", "runc", "io.containerd.runc.v2", "dockyard")
+
+
+# A minimal init for HostConfig.Init: tini, as Docker ships it (docker-init), statically
+# linked so that it runs in any image.
+INIT_DESTINATION = "/sbin/docker-init"
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/libexec/docker/docker-init")
+
+
+def find_init() -> str | None:
+    for path in INIT_BINARIES:
+        if os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _is_default(value: object) -> bool:
@@ -94,13 +106,10 @@ def _refuse_unsupported(config: Mapping[str, Any], host: Mapping[str, Any],
             continue
         if not _is_default(value):
             raise Unsupported(f"HostConfig.{key}: not supported by Dockyard yet")
-    if host.get("Runtime") not in (None, *_RUNTIMES):
-        raise Unsupported(f"HostConfig.Runtime: runtime {host['Runtime']!r} is not supported "
-                          "(Dockyard runs containers with its own runtime)")
+    # HostConfig.Runtime was checked against the daemon's runtimes when the container was
+    # created (daemon.lifecycle); the spec is the same whichever runtime runs it.
     if host.get("Isolation") not in (None, "", "default"):
         raise Unsupported(f"HostConfig.Isolation: {host['Isolation']!r} is not supported on Linux")
-    if host.get("Init"):
-        raise Unsupported("HostConfig.Init: an init process (--init) is not supported yet")
 
 
 # --------------------------------------------------------------------------- process
@@ -795,6 +804,23 @@ def resources(host: Mapping[str, Any], swap_limit: bool, ncpu: int | None = None
 
 # ------------------------------------------------------------------------ host info
 
+def check_create(config: Mapping[str, Any], host_config: Mapping[str, Any],
+                 image_config: Mapping[str, Any], handled_elsewhere: Iterable[str] = ()) -> None:
+    """What dockerd refuses at create (verifyContainerSettings): everything build_spec
+    would refuse except what needs the container's own files (its user, resolved from
+    its /etc/passwd at start), so that a bad request leaves no container behind."""
+    import tempfile
+
+    config = dict(config)
+    config["User"] = ""
+    image_config = dict(image_config)
+    image_config["User"] = ""
+    with tempfile.TemporaryDirectory(prefix="dockyard-check-") as root:
+        build_spec(container_id="0" * 64, name="", config=config, host_config=host_config,
+                   image_config=image_config, rootfs=root, handled_elsewhere=handled_elsewhere,
+                   init_path=find_init())
+
+
 def cgroup_v2(root: str = "/sys/fs/cgroup") -> bool:
     """Whether the host runs the unified hierarchy only (a hybrid host counts as v1,
     as for the runtime's cgroup drivers)."""
@@ -819,14 +845,15 @@ def build_spec(*, container_id: str, name: str, config: Mapping[str, Any],
                cgroup_parent: str = "/dockyard", etc_files: Mapping[str, str] | None = None,
                default_caps: Iterable[str] = DOCKER_DEFAULT, seccomp_default: bool = True,
                handled_elsewhere: Iterable[str] = (), cgroupns_v2: bool | None = None,
-               swap_limit: bool | None = None) -> dict:
+               swap_limit: bool | None = None, init_path: str | None = None) -> dict:
     """The OCI config.json for a container, as dockerd would generate it.
 
     `rootfs` is the container's mounted root (its /etc/passwd and /etc/group resolve
     the user); `etc_files` maps /etc/hosts, /etc/hostname, /etc/resolv.conf to the host
     files bind-mounted there. `handled_elsewhere` names further Config/HostConfig fields
     the caller takes care of (so they are not refused here). `cgroupns_v2` and
-    `swap_limit` default to what this host has.
+    `swap_limit` default to what this host has. `init_path` is the host's static init
+    binary, mounted at /sbin/docker-init to run as pid 1 when HostConfig.Init asks.
     """
     del name  # the name appears nowhere in the spec, as with dockerd
     config = config or {}
@@ -937,6 +964,13 @@ def build_spec(*, container_id: str, name: str, config: Mapping[str, Any],
     if ipc == "host" and "/dev/shm" not in user_dests:
         defaults.append(_bind_mount("/dev/shm", "/dev/shm", True, "rprivate"))
     mounts = defaults + users
+    if host.get("Init"):
+        if not init_path:
+            raise Unsupported("HostConfig.Init: no init binary found: install tini "
+                              f"({' or '.join(INIT_BINARIES)})")
+        # As dockerd: the init reaps zombies and forwards signals to the command.
+        mounts.append(_bind_mount(init_path, INIT_DESTINATION, False, "rprivate"))
+        process["args"] = [INIT_DESTINATION, "--", *process["args"]]
 
     # linux
     namespaces = [{"type": "mount"}]

@@ -794,6 +794,16 @@ class ImageStore:
             db.execute("UPDATE images SET size=?, unpacked=1 WHERE id=?", (size, img.id))
         return img.top_chain
 
+    def set_parent(self, image: str, parent: str) -> None:
+        """Record PARENT as the local parent of IMAGE (both ids), as `docker commit`
+        does for the image it makes from a container: Docker's Parent, which history
+        follows and which keeps the parent from being deleted while the child exists."""
+        with self._db.write() as db:
+            for image_id in (image, parent):
+                if not self._exists(db, image_id):
+                    raise NotFound(f"No such image: {image_id}")
+            db.execute("UPDATE images SET parent=? WHERE id=?", (parent, image))
+
     # -- resolving ----------------------------------------------------------------------
 
     def _resolve(self, db: sqlite3.Connection, name_or_id: str) -> str:

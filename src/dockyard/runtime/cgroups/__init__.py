@@ -21,7 +21,7 @@ import os
 
 from dockyard.errors import Unsupported
 
-from ._common import Cgroup, cgroup_mounts, normalize_path
+from ._common import Cgroup, cgroup_mounts, normalize_path, parse_cpu_list
 from .v1 import V1Cgroup
 from .v2 import V2Cgroup, blkio_to_io_weight, shares_to_weight
 
@@ -31,6 +31,7 @@ __all__ = [
     "V2Cgroup",
     "blkio_to_io_weight",
     "open_cgroup",
+    "parse_cpu_list",
     "shares_to_weight",
 ]
 

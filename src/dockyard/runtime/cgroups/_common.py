@@ -457,6 +457,12 @@ class Cgroup:
     def stats(self) -> dict:
         raise NotImplementedError
 
+    def controller_dir(self, ctrl: str) -> str | None:
+        """The directory holding this cgroup's files of controller CTRL ("memory",
+        "cpuacct"...), None when the host has no such controller; for readers of
+        the statistics files that stats() does not summarise."""
+        raise NotImplementedError
+
     def kill_all(self, sig: int) -> None:
         raise NotImplementedError
 

@@ -74,6 +74,10 @@ class V1Cgroup(Cgroup):
     def _dir_for(self, ctrl: str) -> str:
         return self._by_ctrl[ctrl] + self.path
 
+    def controller_dir(self, ctrl: str) -> str | None:
+        mp = self._by_ctrl.get(ctrl)
+        return None if mp is None else mp + self.path
+
     # Planning (validation and the list of writes in one pass).
 
     def _hierarchy(self, ctrl: str, field: str) -> str:

@@ -60,6 +60,10 @@ class V2Cgroup(Cgroup):
         self.dir = self.root + self.path
         self.enable_all = enable_all
 
+    def controller_dir(self, ctrl: str) -> str | None:
+        # One directory for every controller; an absent controller's files are absent.
+        return self.dir
+
     # Filesystem hooks: tests replace them to run against a plain directory tree.
 
     def _write(self, path: str, value: str) -> None:
