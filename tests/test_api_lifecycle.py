@@ -260,3 +260,34 @@ def test_container_events_with_filters(daemon):
     assert set(only.stdout.split()) == {"die"}
     r = docker(daemon, "events", "--since", until, "--until", since, check=False)
     assert r.returncode != 0 and "cannot be after" in r.stderr
+
+
+# -- logs -f, OOM --------------------------------------------------------------------------
+
+def test_logs_follow_streams_until_exit(daemon, tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    run(daemon, "-d", "--name", "talker", "-v", f"{gate}:/gate", "busybox", "sh", "-c",
+        "echo first; while [ ! -e /gate/go ]; do sleep 0.05; done; echo second >&2; exit 2")
+    env = dict(os.environ, DOCKER_HOST=daemon.host)
+    follow = subprocess.Popen([DOCKER, "logs", "-f", "-t", "talker"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = follow.stdout.readline()  # type: ignore[union-attr]
+        assert line.rstrip().endswith(" first"), line  # -t: an RFC 3339 time first
+        assert follow.poll() is None  # still following
+        (gate / "go").touch()
+        out, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert out == "" and err.rstrip().endswith(" second")
+    assert follow.returncode == 0
+
+
+def test_oom_kill_is_reported(daemon):
+    r = run(daemon, "--name", "hog", "-m", "8m", "--memory-swap", "8m", "busybox", "sh", "-c",
+            "x=a; while true; do x=$x$x; done", check=False)
+    assert r.returncode == 137
+    assert state(daemon, "hog", "{{.State.OOMKilled}} {{.State.ExitCode}}") == "true 137"
