@@ -37,6 +37,13 @@ if [ ! -x "$example/rootfs/bin/busybox" ]; then
     cp /bin/busybox "$example/rootfs/bin/busybox"
     chroot "$example/rootfs" /bin/busybox --install -s /bin
 fi
+# What a shell expects around it: users, a writable /tmp, home directories.
+mkdir -p "$example/rootfs/etc" "$example/rootfs/root" "$example/rootfs/home" \
+    "$example/rootfs/var" "$example/rootfs/tmp"
+chmod 1777 "$example/rootfs/tmp"
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/home:/bin/false' \
+    > "$example/rootfs/etc/passwd"
+printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' > "$example/rootfs/etc/group"
 rm -f "$example/config.json"
 dockyard-runtime spec --bundle "$example"
 "$prefix/bin/python" - "$example/config.json" <<'PY'
@@ -47,4 +54,53 @@ cfg["process"]["terminal"] = False
 cfg["process"]["args"] = ["sh", "-c", 'echo "hello from $(hostname), I am pid $$"; ps']
 json.dump(cfg, open(path, "w"), indent=1)
 PY
-echo "Dockyard is installed: $(command -v dockyard-runtime)"
+# The engine: a systemd service where systemd runs, else a background daemon. Either
+# way a running dockyardd is restarted onto this code; its containers keep running
+# under their monitor.
+sock=/run/dockyard.sock
+if [ -d /run/systemd/system ]; then
+    cat > /etc/systemd/system/dockyardd.service <<UNIT
+[Unit]
+Description=Dockyard container engine
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/dockyardd --pidfile /run/dockyardd.pid
+KillMode=process
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable -q dockyardd
+    systemctl restart dockyardd
+else
+    pidfile=/run/dockyardd.pid
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        old=$(cat "$pidfile")
+        kill -TERM "$old"
+        while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
+    fi
+    setsid /usr/local/bin/dockyardd --pidfile "$pidfile" >>/var/log/dockyardd.log 2>&1 </dev/null &
+fi
+api() {  # method path [curl options...]
+    m=$1 p=$2
+    shift 2
+    curl -sf --unix-socket "$sock" -X "$m" "$@" "http://localhost$p"
+}
+tries=200
+until api GET /_ping >/dev/null 2>&1; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || { echo "dockyardd did not start: see /var/log/dockyardd.log" >&2; exit 1; }
+    sleep 0.1
+done
+
+# A first image, made here from Debian's busybox-static (so no registry is needed), and
+# named for what it is rather than after Docker Hub's busybox.
+if ! api GET /images/dockyard/busybox:latest/json >/dev/null 2>&1; then
+    tar -C "$example/rootfs" -c . | api POST \
+        '/images/create?fromSrc=-&repo=dockyard/busybox&tag=latest&changes=CMD%20%5B%22sh%22%5D' \
+        -H 'Content-Type: application/x-tar' --data-binary @- >/dev/null
+fi
+echo "Dockyard is installed: $(command -v dockyard), dockyardd on $sock, image dockyard/busybox"

@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
@@ -21,8 +21,11 @@ SHARED = Path(os.environ.get("DOCKYARD_SHARED", REPO.parent / "shared"))
 BUSYBOX = SHARED / "images" / "busybox" / "1.38.0-glibc"
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> object:
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> T:
     """Poll PREDICATE until it returns something true; fail after TIMEOUT seconds."""
     deadline = time.monotonic() + timeout
     while True:

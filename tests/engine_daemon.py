@@ -1,5 +1,6 @@
 """A real dockyardd for container tests: temporary socket, data and exec roots, busybox
-loaded from the shared OCI layout; stopped, with its monitor, when the module is done."""
+loaded from the shared OCI layout; stopped, with its monitor, when the module is done.
+start_daemon/stop_daemon serve tests that need a daemon of their own (other flags)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from conftest import wait_for
 
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MUSL = SHARED / "images" / "busybox" / "1.38.0-musl"
@@ -25,8 +28,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"
 
 
 class Daemon:
-    def __init__(self, root: Path) -> None:
+    """dockyardd under ROOT, started at once; EXTRA_ARGS are added to its command line."""
+
+    def __init__(self, root: Path, extra_args: Sequence[str] = ()) -> None:
         self.root = root
+        self.extra_args = list(extra_args)
         self.sock = root / "d.sock"
         self.exec_root = root / "exec"
         self.data_root = root / "data"
@@ -40,7 +46,8 @@ class Daemon:
 
     def start(self) -> None:
         args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host,
-                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)]
+                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+                *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while subprocess.run([DOCKER, "-H", self.host, "version"], capture_output=True).returncode:
@@ -77,45 +84,73 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def process_gone(pid: int) -> bool:
+    """Whether PID has ended (a zombie has: only its parent's wait is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(") ")[2][:1] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def start_daemon(root: Path, extra_args: Sequence[str] = ()) -> Daemon:
+    """A dockyardd under ROOT (given EXTRA_ARGS) with busybox:1.38.0-musl loaded and tagged
+    busybox:latest; skips the test when the image or the docker CLI is missing."""
     if not MUSL.is_dir() or not os.path.exists(DOCKER):
         pytest.skip("busybox layout or docker CLI missing")
-    root = tmp_path_factory.mktemp("engine")
     archive = root / "busybox.tar"
     with tarfile.open(archive, "w") as tar:
         for entry in sorted(MUSL.iterdir()):
             tar.add(entry, arcname=entry.name)
-    d = Daemon(root)
+    d = Daemon(root, extra_args)
     try:
         docker(d, "load", "-i", str(archive))
         docker(d, "tag", "busybox:1.38.0-musl", "busybox:latest")
+    except BaseException:
+        stop_daemon(d)
+        raise
+    return d
+
+
+def stop_daemon(d: Daemon) -> None:
+    """Remove D's containers, stop it and its monitor, and check that no mount is left
+    under its root."""
+    ids = docker(d, "ps", "-aq", check=False).stdout.split()
+    if ids:
+        docker(d, "rm", "-f", *ids, check=False)
+    d.stop()
+    pidfile = d.exec_root / "monitor.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text().split()[0])
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        wait_for(lambda: process_gone(pid), what="the monitor's end")
+    assert _mounts_under(d.root) == []
+
+
+def remove_cgroup_parent() -> None:
+    """Check that the test containers' parent cgroup is empty in every hierarchy (v2's,
+    or each v1 controller's), and remove it."""
+    parents = [Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")]
+    parents += [h / CGROUP_PARENT.strip("/") for h in Path("/sys/fs/cgroup").iterdir()
+                if h.is_dir()]
+    for cg in parents:
+        if cg.is_dir():
+            leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
+            assert leftovers == [], f"cgroups left in {cg}: {leftovers}"
+            cg.rmdir()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("engine"))
+    try:
         yield d
     finally:
-        ids = docker(d, "ps", "-aq", check=False).stdout.split()
-        if ids:
-            docker(d, "rm", "-f", *ids, check=False)
-        d.stop()
-        pidfile = d.exec_root / "monitor.pid"
-        if pidfile.exists():
-            pid = int(pidfile.read_text().split()[0])
-            try:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-            except ProcessLookupError:
-                pass
-        assert _mounts_under(root) == []
-        # The parent cgroup in every hierarchy: v2's, or each v1 controller's.
-        parents = [Path("/sys/fs/cgroup") / CGROUP_PARENT.strip("/")]
-        parents += [h / CGROUP_PARENT.strip("/") for h in Path("/sys/fs/cgroup").iterdir()
-                    if h.is_dir()]
-        for cg in parents:
-            if cg.is_dir():
-                leftovers = [p.name for p in cg.iterdir() if p.is_dir()]
-                assert leftovers == [], f"cgroups left in {cg}: {leftovers}"
-                cg.rmdir()
+        stop_daemon(d)
+        remove_cgroup_parent()
 
 
 def run(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

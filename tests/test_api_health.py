@@ -8,30 +8,20 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from dockyard.daemon import health
 from dockyard.image.store import parse_go_time
+from conftest import wait_for
 from engine_daemon import MUSL, Daemon, daemon, docker, run  # noqa: F401 (daemon: fixture)
 
-T = TypeVar("T")
-
-
-def wait_for(fn: Callable[[], T], what: str, timeout: float = 30) -> T:
-    """Poll FN until it returns something true, failing after TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+# Seconds to wait for what takes a few probe intervals.
+PROBES = 30.0
 
 
 def state_health(d: Daemon, cid: str) -> dict[str, Any] | None:
@@ -138,7 +128,7 @@ def test_unhealthy_then_healthy(daemon):
                    "--health-retries", "2", "busybox", "sleep", "300") as cid:
         assert status(daemon, cid) in ("starting", "unhealthy")
         h = wait_for(lambda: (s := state_health(daemon, cid)) and s["Status"] == "unhealthy"
-                     and s, "unhealthy")
+                     and s, PROBES, what="unhealthy")
         assert h["FailingStreak"] >= 2
         assert all(e["ExitCode"] == 1 for e in h["Log"])
         cfg = json.loads(docker(daemon, "inspect", "-f", "{{json .Config.Healthcheck}}",
@@ -149,7 +139,7 @@ def test_unhealthy_then_healthy(daemon):
 
         docker(daemon, "exec", cid, "touch", "/tmp/ok")
         h = wait_for(lambda: (s := state_health(daemon, cid)) and s["Status"] == "healthy"
-                     and s, "healthy")
+                     and s, PROBES, what="healthy")
         assert h["FailingStreak"] == 0
         assert 1 <= len(h["Log"]) <= 5
         last = h["Log"][-1]
@@ -175,12 +165,12 @@ def test_unhealthy_then_healthy(daemon):
 def test_stop_and_start_again(daemon):
     with container(daemon, "--health-cmd", "true", "--health-interval", "100ms",
                    "busybox", "sleep", "300") as cid:
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy")
         docker(daemon, "stop", "-t", "0", cid)
         # dockerd marks it unhealthy when the checks stop (here just after the exit is
         # recorded, from the exit observer).
         h = wait_for(lambda: (s := state_health(daemon, cid)) and s["Status"] == "unhealthy"
-                     and s, "unhealthy once stopped")
+                     and s, PROBES, what="unhealthy once stopped")
         logged = len(h["Log"])
         assert "health" not in docker(daemon, "ps", "-a", "--filter", f"id={cid}",
                                       "--format", "{{.Status}}").stdout
@@ -188,7 +178,7 @@ def test_stop_and_start_again(daemon):
         h = state_health(daemon, cid)
         assert h is not None and h["Status"] in ("starting", "healthy")
         assert len(h["Log"]) >= logged  # the log is kept across the restart
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy again")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy again")
 
 
 def test_cmd_form_env_user_and_output_cap(daemon):
@@ -200,7 +190,8 @@ def test_cmd_form_env_user_and_output_cap(daemon):
         c = client.containers.run(
             "busybox", ["sleep", "300"], detach=True, environment={"FOO": "bar"}, user="1000",
             healthcheck={"test": ["CMD", "sh", "-c", probe], "interval": 100_000_000})
-        wait_for(lambda: c.reload() or c.health == "healthy", "healthy through docker-py")
+        wait_for(lambda: c.reload() or c.health == "healthy", PROBES,
+                 what="healthy through docker-py")
         out = c.attrs["State"]["Health"]["Log"][-1]["Output"]
         assert out == "a" * 4096 + "..."
         assert c.attrs["Config"]["Healthcheck"]["Test"][:2] == ["CMD", "sh"]
@@ -215,14 +206,14 @@ def test_timeout_kills_the_probe(daemon):
                    "300ms", "--health-interval", "200ms", "--health-retries", "1",
                    "busybox", "sleep", "300") as cid:
         h = wait_for(lambda: (s := state_health(daemon, cid)) and s["Status"] == "unhealthy"
-                     and s, "unhealthy after a timeout")
+                     and s, PROBES, what="unhealthy after a timeout")
         entry = h["Log"][-1]
         assert entry["ExitCode"] == -1
         assert entry["Output"] == "Health check exceeded timeout (300ms): started\n"
         # Killed at the timeout, not waited for.
         assert ns_of(entry["End"]) - ns_of(entry["Start"]) < 5 * 10**9
         # The killed probes do not pile up: at most the one running now is left.
-        wait_for(lambda: len(state_health(daemon, cid)["Log"]) >= 3, "more probes")
+        wait_for(lambda: len(state_health(daemon, cid)["Log"]) >= 3, PROBES, what="more probes")
         assert len(probes_in(daemon, cid, b"sleep\x0030\x00")) <= 1
 
 
@@ -231,7 +222,7 @@ def test_start_period(daemon):
                    "--health-retries", "1", "--health-start-period", "30s",
                    "--health-start-interval", "100ms", "busybox", "sleep", "300") as cid:
         h = wait_for(lambda: (s := state_health(daemon, cid)) and len(s["Log"] or []) >= 3
-                     and s, "failures in the start period")
+                     and s, PROBES, what="failures in the start period")
         assert h["Status"] == "starting" and h["FailingStreak"] == 0
         assert "health: starting" in docker(daemon, "ps", "--filter", f"id={cid}").stdout
 
@@ -260,14 +251,14 @@ def test_image_healthcheck_and_no_healthcheck(daemon, healthy_image):
                                healthy_image).stdout)
     assert img_hc["Test"][-1] == "true" and img_hc["Interval"] == 100_000_000
     with container(daemon, healthy_image, "sleep", "300") as cid:
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy from the image")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy from the image")
     # Fields not given come from the image.
     with container(daemon, "--health-retries", "9", healthy_image, "sleep", "300") as cid:
         cfg = json.loads(docker(daemon, "inspect", "-f", "{{json .Config.Healthcheck}}",
                                 cid).stdout)
         assert cfg["Retries"] == 9 and cfg["Test"] == img_hc["Test"]
         assert cfg["Interval"] == 100_000_000
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy, merged")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy, merged")
     with container(daemon, "--no-healthcheck", healthy_image, "sleep", "300") as cid:
         cfg = json.loads(docker(daemon, "inspect", "-f", "{{json .Config.Healthcheck}}",
                                 cid).stdout)
@@ -283,7 +274,7 @@ def test_checks_resume_after_daemon_restart(daemon):
     with container(daemon, "--health-cmd", "test -e /tmp/ok", "--health-interval", "200ms",
                    "busybox", "sleep", "300") as cid:
         docker(daemon, "exec", cid, "touch", "/tmp/ok")
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy")
         daemon.kill()
         daemon.start()
         h = state_health(daemon, cid)
@@ -294,7 +285,7 @@ def test_checks_resume_after_daemon_restart(daemon):
         docker(daemon, "exec", cid, "rm", "/tmp/ok")
         # New probes run under the new daemon: the container goes unhealthy...
         h = wait_for(lambda: (s := state_health(daemon, cid)) and s["Status"] == "unhealthy"
-                     and s, "unhealthy under the restarted daemon")
+                     and s, PROBES, what="unhealthy under the restarted daemon")
         assert ns_of(h["Log"][-1]["End"]) > before
         assert "health_status: unhealthy" in container_events(daemon, cid, t0)
 
@@ -302,7 +293,7 @@ def test_checks_resume_after_daemon_restart(daemon):
 def test_exit_while_the_daemon_is_down(daemon):
     with container(daemon, "--health-cmd", "true", "--health-interval", "100ms",
                    "busybox", "sleep", "300") as cid:
-        wait_for(lambda: status(daemon, cid) == "healthy", "healthy")
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy")
         pid = int(docker(daemon, "inspect", "-f", "{{.State.Pid}}", cid).stdout)
         daemon.kill()
         try:
@@ -310,9 +301,11 @@ def test_exit_while_the_daemon_is_down(daemon):
         finally:
             daemon.start()
         info = wait_for(lambda: (i := json.loads(docker(daemon, "inspect", cid).stdout)[0])
-                        and not i["State"]["Running"] and i, "the exit found at restore")
+                        and not i["State"]["Running"] and i, PROBES,
+                        what="the exit found at restore")
         assert info["State"]["ExitCode"] == 137
-        wait_for(lambda: status(daemon, cid) == "unhealthy", "unhealthy once found exited")
+        wait_for(lambda: status(daemon, cid) == "unhealthy", PROBES,
+                 what="unhealthy once found exited")
 
 
 BAD = [

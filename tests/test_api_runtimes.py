@@ -11,27 +11,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine_daemon import CGROUP_PARENT, Daemon, daemon, docker, run  # noqa: F401 (daemon: fixture)
+from conftest import wait_for
+from engine_daemon import (  # noqa: F401 (daemon: fixture)
+    CGROUP_PARENT, Daemon, daemon, docker, process_gone, run, start_daemon, stop_daemon)
 
 RUNC = shutil.which("runc")
 CRUN = shutil.which("crun")
 needs_runc = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def state_dir(d: Daemon, runtime: str) -> Path:
@@ -320,9 +311,7 @@ def test_readopted_by_a_new_monitor(daemon: Daemon, removing: list[str]) -> None
     daemon.kill()
     monitor_pid = int((daemon.exec_root / "monitor.pid").read_text())
     os.kill(monitor_pid, signal.SIGKILL)
-    wait_until(lambda: not os.path.exists(f"/proc/{monitor_pid}/stat")
-               or open(f"/proc/{monitor_pid}/stat").read().split(") ")[1][0] == "Z",
-               what="the monitor's death")
+    wait_for(lambda: process_gone(monitor_pid), what="the monitor's death")
     daemon.start()
     assert inspect(daemon, cid)["State"]["Running"]
     assert docker(daemon, "exec", cid, "echo", "still").stdout == "still\n"
@@ -334,52 +323,22 @@ def test_readopted_by_a_new_monitor(daemon: Daemon, removing: list[str]) -> None
 
 # -- daemon.json: default-runtime and runtimes ------------------------------------------------
 
-class ConfiguredDaemon(Daemon):
-    """A dockyardd reading daemon.json CONFIG."""
-
-    def __init__(self, root: Path, config: dict) -> None:
-        self.config_file = root / "daemon.json"
-        self.config_file.write_text(json.dumps(config))
-        super().__init__(root)
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host,
-                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                "--config-file", str(self.config_file)]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while docker(self, "version", check=False).returncode:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError("dockyardd did not start")
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def runc_daemon(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A dockyardd whose daemon.json makes runc the default. It asks for DAEMON only to be
+    stopped before it: that one's teardown checks the cgroup parent both share."""
     if RUNC is None:
         pytest.skip("runc is not installed")
     root = tmp_path_factory.mktemp("runc-default")
-    d = ConfiguredDaemon(root, {"default-runtime": "runc",
-                                "runtimes": {"traced": {"path": "runc", "runtimeArgs": ["--debug"]}}})
+    config = root / "daemon.json"
+    config.write_text(json.dumps({"default-runtime": "runc",
+                                  "runtimes": {"traced": {"path": "runc",
+                                                          "runtimeArgs": ["--debug"]}}}))
+    d = start_daemon(root, ["--config-file", str(config)])
     try:
-        archive = root / "busybox.tar"
-        docker(daemon, "save", "-o", str(archive), "busybox:latest")
-        docker(d, "load", "-i", str(archive))
         yield d
     finally:
-        ids = docker(d, "ps", "-aq", check=False).stdout.split()
-        if ids:
-            docker(d, "rm", "-f", *ids, check=False)
-        d.stop()
-        pidfile = d.exec_root / "monitor.pid"
-        if pidfile.exists():
-            pid = int(pidfile.read_text().split()[0])
-            try:
-                os.kill(pid, signal.SIGTERM)
-                wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the monitor's end")
-            except ProcessLookupError:
-                pass
+        stop_daemon(d)
 
 
 def test_default_runtime_from_daemon_json(runc_daemon: Daemon, removing: list[str]) -> None:

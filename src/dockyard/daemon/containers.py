@@ -48,6 +48,7 @@ from dockyard.daemon import names as names_mod
 from dockyard.atomicfile import TMP_MARK, fsync_dir, write_atomic
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 from dockyard.image.store import format_go_time, parse_go_time
+from dockyard.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -96,41 +97,6 @@ def _time_ns(text: str | None) -> int | None:
     if t is None or t.seconds <= -62135596800:  # year 1 or before: zero time
         return None
     return t.seconds * 1_000_000_000 + t.nanos
-
-
-_H_NS = 3_600_000_000_000
-
-
-def human_duration(ns: int) -> str:
-    """go-units HumanDuration, rule for rule (the rounding included: hours are rounded
-    half up, minutes and seconds truncated, years truncated)."""
-    # Go's int(d.Seconds()) truncates toward zero; negative (clock skew) is "< 1".
-    seconds = int(ns / 1e9) if ns >= 0 else 0
-    if seconds < 1:
-        return "Less than a second"
-    if seconds == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = ns // 60_000_000_000
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    # d.Hours() is computed as whole hours + remainder/3600e9 in float64.
-    hours_f = ns // _H_NS + (ns % _H_NS) / 3.6e12
-    hours = int(hours_f + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(hours_f) // 24 // 365} years"
 
 
 # -- records ---------------------------------------------------------------------------

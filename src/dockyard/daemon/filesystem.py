@@ -28,7 +28,7 @@ import queue
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CLONE_FS = 0x00000200
 _CHUNK = 1 << 16
 # Docker's own files are bind-mounted by the runtime, not part of dockerd's view.
 _NETWORK_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
@@ -205,7 +204,7 @@ class _View:
 
     def _enter(self, rootfs: str, dirs: tuple[list[str], str, str] | None,
                binds: list[_Bind]) -> None:
-        L.unshare(_CLONE_FS)
+        L.unshare(L.CLONE_FS)
         L.unshare(L.CLONE_NEWNS)
         # Private, not slave: the host unmounting the container's root at its exit must
         # not be blocked by (or propagate into) this view.
@@ -369,55 +368,6 @@ class ArchiveStream:
             self._session.close()
 
 
-def _tar_tree(w: layers_mod.TarWriter, path: str, name: str) -> None:
-    """PATH (inside the view) as entries named NAME and NAME/...: symlinks not
-    followed, hard links kept, sockets skipped, security.capability carried."""
-    links: dict[tuple[int, int], bytes] = {}
-    stack: list[Iterator[tuple[bytes, bytes]]] = [iter([(os.fsencode(name),
-                                                         os.fsencode(path))])]
-    while stack:
-        try:
-            rel, full = next(stack[-1])
-        except StopIteration:
-            stack.pop()
-            continue
-        st = os.lstat(full)
-        mode = st.st_mode
-        try:
-            caps = {b"security.capability": os.getxattr(full, "security.capability",
-                                                         follow_symlinks=False)}
-        except OSError:
-            caps = {}
-        common: dict[str, Any] = dict(mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
-                                      mtime=int(st.st_mtime), xattrs=caps)
-        if stat.S_ISDIR(mode):
-            w.header(rel.rstrip(b"/") + b"/", b"5", **common)
-            prefix = rel.rstrip(b"/") + b"/"
-            stack.append(iter([(prefix + e, full.rstrip(b"/") + b"/" + e)
-                               for e in sorted(os.listdir(full))]))
-        elif stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                w.header(rel, b"1", linkname=links[key], **common)
-                continue
-            if st.st_nlink > 1:
-                links[key] = rel
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                w.header(rel, b"0", size=st.st_size, **common)
-                w.data_from(fd, st.st_size, os.fsdecode(rel))
-            finally:
-                os.close(fd)
-        elif stat.S_ISLNK(mode):
-            w.header(rel, b"2", linkname=os.readlink(full), **common)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            w.header(rel, b"3" if stat.S_ISCHR(mode) else b"4", devmajor=os.major(st.st_rdev),
-                     devminor=os.minor(st.st_rdev), **common)
-        elif stat.S_ISFIFO(mode):
-            w.header(rel, b"6", **common)
-        w.flush()
-
-
 def archive_path(lc: Lifecycle, ref: str, path: str) -> ArchiveStream:
     """GET /containers/{id}/archive: the tar of PATH in container REF and its stat.
     The caller must close() the stream; the container stays locked until then."""
@@ -436,7 +386,7 @@ def archive_path(lc: Lifecycle, ref: str, path: str) -> ArchiveStream:
 
         def produce(out: BinaryIO) -> None:
             w = layers_mod.TarWriter(out)
-            _tar_tree(w, source, name)
+            layers_mod.write_tree(w, source, name)
             w.close()
 
         stream = ArchiveStream(s, st, produce)

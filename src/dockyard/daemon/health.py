@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dockyard.daemon.containers import Container
+from dockyard.daemon.gojson import type_error
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.image.store import format_go_time, parse_go_time
 
@@ -51,43 +52,23 @@ _DURATIONS = ("Interval", "Timeout", "StartPeriod", "StartInterval")
 
 # -- configuration ------------------------------------------------------------------------
 
-def _json_kind(value: Any) -> str:
-    """The JSON kind of VALUE, as Go's json package names it in its errors."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number " + repr(value) if isinstance(value, float) else "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
-
-
-def _type_error(value: Any, field: str, go_type: str) -> InvalidArgument:
-    return InvalidArgument(f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
-                           f"{field} of type {go_type}")
-
-
 def validate(doc: Any) -> None:
     """Reject a Config.Healthcheck dockerd would reject at create (400)."""
     if doc is None:
         return
     if not isinstance(doc, Mapping):
-        raise _type_error(doc, "Config.Healthcheck", "container.HealthConfig")
+        raise type_error(doc, "Config.Healthcheck", "container.HealthConfig")
     test = doc.get("Test")
     if test is not None and (not isinstance(test, list)
                              or not all(isinstance(t, str) for t in test)):
-        raise _type_error(test, "HealthConfig.Healthcheck.Test", "[]string")
+        raise type_error(test, "HealthConfig.Healthcheck.Test", "[]string")
     for key in _DURATIONS:
         value = doc.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _type_error(value, f"HealthConfig.Healthcheck.{key}", "time.Duration")
+            raise type_error(value, f"HealthConfig.Healthcheck.{key}", "time.Duration")
     retries = doc.get("Retries")
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
-        raise _type_error(retries, "HealthConfig.Healthcheck.Retries", "int")
+        raise type_error(retries, "HealthConfig.Healthcheck.Retries", "int")
     # dockerd's order: Interval, Timeout, Retries, StartPeriod, StartInterval.
     for key in ("Interval", "Timeout"):
         ns = doc.get(key) or 0

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dockyard.daemon import ocispec
+from dockyard.daemon import gojson, ocispec
 from dockyard.daemon import restart as restart_mod
 from dockyard.daemon.stats import cgroup_of
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, SystemFailure
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 MIN_MEMORY = ocispec.MIN_MEMORY
 CPU_PERIOD = ocispec.CPU_PERIOD
 INT64 = (-(1 << 63), (1 << 63) - 1)
+# dockerd's update handler wraps decoding errors in its own words.
+_PREFIX = "invalid JSON: "
 
 # The fields of container.UpdateConfig that dockerd acts on, with their Go types (for
 # the decoding errors). Go matches JSON keys to fields without regard to case.
@@ -55,21 +57,9 @@ class UpdateRequest:
         return self.resources.get(key, "" if key in _STRING_FIELDS else 0)
 
 
-def _go_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _type_error(value: object, name: str, go_type: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_kind(value)} into Go "
-                           f"struct field UpdateConfig.{name} of type {go_type}")
+    return gojson.type_error(value, f"UpdateConfig.{name}", go_type, prefix=_PREFIX,
+                             number_literal=True)
 
 
 def _int(value: object, name: str, go_type: str = "int64",
@@ -86,8 +76,8 @@ def decode(body: object) -> UpdateRequest:
     if body is None:
         return UpdateRequest()
     if not isinstance(body, dict):
-        raise InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_kind(body)} into "
-                              "Go value of type container.UpdateConfig")
+        raise gojson.value_type_error(body, "container.UpdateConfig", prefix=_PREFIX,
+                                      number_literal=True)
     req = UpdateRequest()
     for raw_key, value in body.items():
         key = _CANONICAL.get(raw_key.lower())

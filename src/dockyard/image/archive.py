@@ -42,7 +42,6 @@ import os
 import posixpath
 import re
 import signal
-import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -1192,53 +1191,6 @@ def export_dir(path: str | os.PathLike[str], out: BinaryIO) -> None:
     if not os.path.isdir(top):
         raise NotFound(f"{os.fsdecode(top)} is not a directory")
     w = layers_mod.TarWriter(out)
-    links: dict[tuple[int, int], bytes] = {}
-    stack: list[Iterator[tuple[bytes, bytes]]] = [iter(_listing(b"", top))]
-    while stack:
-        try:
-            rel, full = next(stack[-1])
-        except StopIteration:
-            stack.pop()
-            continue
-        st = os.lstat(full)
-        mode = st.st_mode
-        common: dict[str, Any] = dict(mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
-                                      mtime=int(st.st_mtime), xattrs=_capability(full))
-        if stat.S_ISDIR(mode):
-            w.header(rel + b"/", b"5", **common)
-            stack.append(iter(_listing(rel + b"/", full)))
-        elif stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                w.header(rel, b"1", linkname=links[key], **common)
-                continue
-            if st.st_nlink > 1:
-                links[key] = rel
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                w.header(rel, b"0", size=st.st_size, **common)
-                w.data_from(fd, st.st_size, os.fsdecode(full))
-            finally:
-                os.close(fd)
-        elif stat.S_ISLNK(mode):
-            w.header(rel, b"2", linkname=os.readlink(full), **common)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            w.header(rel, b"3" if stat.S_ISCHR(mode) else b"4", devmajor=os.major(st.st_rdev),
-                     devminor=os.minor(st.st_rdev), **common)
-        elif stat.S_ISFIFO(mode):
-            w.header(rel, b"6", **common)
-        # sockets: not representable in tar; Docker skips them as well
+    layers_mod.write_tree(w, top)
     w.close()
-
-
-def _listing(prefix: bytes, path: bytes) -> list[tuple[bytes, bytes]]:
-    return [(prefix + name, path + b"/" + name) for name in sorted(os.listdir(path))]
-
-
-def _capability(path: bytes) -> dict[bytes, bytes]:
-    try:
-        return {b"security.capability": os.getxattr(path, "security.capability",
-                                                     follow_symlinks=False)}
-    except OSError:
-        return {}
 

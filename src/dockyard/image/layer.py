@@ -48,7 +48,7 @@ from dockyard.errors import InvalidArgument, NotFound, SystemFailure, Unsupporte
 from dockyard.image.digest import Digest
 
 __all__ = ["ApplyResult", "Change", "OPAQUE_XATTR", "apply", "changes", "detect_compression",
-           "diff", "open_decompressed"]
+           "diff", "open_decompressed", "write_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -1190,6 +1190,70 @@ def _walk(top: bytes) -> Iterator[tuple[tuple[bytes, ...], bytes, os.stat_result
         yield rel, path, st
         if stat.S_ISDIR(st.st_mode):
             stack.append(iter(_listing(rel, path)))
+
+
+def _capability(path: bytes) -> dict[bytes, bytes]:
+    try:
+        return {b"security.capability": os.getxattr(path, "security.capability",
+                                                     follow_symlinks=False)}
+    except OSError:
+        return {}
+
+
+def _tree_entry(w: TarWriter, name: bytes, path: bytes, st: os.stat_result,
+                links: dict[tuple[int, int], bytes]) -> None:
+    mode = st.st_mode
+    common = dict(mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
+                  mtime=int(st.st_mtime), xattrs=_capability(path))
+    if stat.S_ISDIR(mode):
+        w.header(name + b"/", _DIR, **common)
+    elif stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            w.header(name, _LINK, linkname=links[key], **common)
+            return
+        if st.st_nlink > 1:
+            links[key] = name
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            w.header(name, _REG, size=st.st_size, **common)
+            w.data_from(fd, st.st_size, os.fsdecode(path))
+        finally:
+            os.close(fd)
+    elif stat.S_ISLNK(mode):
+        w.header(name, _SYMLINK, linkname=os.readlink(path), **common)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        w.header(name, _CHR if stat.S_ISCHR(mode) else _BLK, devmajor=os.major(st.st_rdev),
+                 devminor=os.minor(st.st_rdev), **common)
+    elif stat.S_ISFIFO(mode):
+        w.header(name, _FIFO, **common)
+    # sockets: not representable in tar; Docker skips them as well
+
+
+def write_tree(w: TarWriter, path: str | bytes, name: str | bytes | None = None) -> None:
+    """The tree at PATH as tar entries, as `docker export` and `docker cp` write them:
+    sorted by name, each directory right before its contents, symlinks not followed,
+    numeric owners, hard links kept, sockets skipped, only the security.capability
+    xattr carried (the only one Docker exports). With NAME, PATH itself comes first,
+    named NAME (NAME/ for a directory), and what is under it is named NAME/...;
+    without, only what is under PATH is written, named relative to it.
+
+    Each entry is flushed to W's stream once written, so a reader of a large copy
+    sees it arrive entry by entry, and entries written before a failure reach it."""
+    top = os.fsencode(path)
+    links: dict[tuple[int, int], bytes] = {}
+    prefix = b""
+    if name is not None:
+        base = os.fsencode(name).rstrip(b"/")
+        st = os.lstat(top)
+        _tree_entry(w, base, top, st, links)
+        w.flush()
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        prefix = base + b"/"
+    for rel, full, st in _walk(top):
+        _tree_entry(w, prefix + b"/".join(rel), full, st, links)
+        w.flush()
 
 
 def diff(lowers: list[str], upper: str, out: BinaryIO) -> Digest:

@@ -12,7 +12,8 @@ import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# Namespaces (linux/sched.h)
+# Namespaces (linux/sched.h); CLONE_FS to unshare a thread's root and working directory.
+CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
