@@ -887,7 +887,7 @@ class ContainerStore:
 
     def list(self, all: bool = False, filters: FilterArg = None, limit: int = 0,
              since: str | None = None, before: str | None = None,
-             ancestors: AncestorResolver | None = None) -> list[Container]:
+             ancestors: AncestorResolver | None = None, copies: bool = True) -> list[Container]:
         """The containers `docker ps` shows, newest first, filtered as dockerd's
         Containers() does (daemon/list.go), quirks included:
 
@@ -980,14 +980,16 @@ class ContainerStore:
                     continue
                 if (publish or expose) and not self._has_port(c, publish, expose):
                     continue
-                out.append(copy.deepcopy(c))
+                # Stored records are replaced, never changed in place, so a caller that
+                # only reads (the summaries) may take them as they are.
+                out.append(copy.deepcopy(c) if copies else c)
             return out
 
     def summaries(self, now_ns: int | None = None,
                   resolve_image: Callable[[str], str | None] | None = None,
                   **list_args: Any) -> list[dict[str, Any]]:
         """list(**LIST_ARGS) as GET /containers/json entries."""
-        return [summary(c, now_ns, resolve_image) for c in self.list(**list_args)]
+        return [summary(c, now_ns, resolve_image) for c in self.list(copies=False, **list_args)]
 
     def summary(self, c: Container, now_ns: int | None = None,
                 resolve_image: Callable[[str], str | None] | None = None) -> dict[str, Any]:

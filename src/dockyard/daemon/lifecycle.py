@@ -952,13 +952,18 @@ class Lifecycle:
             except DockyardError:
                 return []
 
-        def resolve_image(ref: str) -> str | None:
-            try:
-                return str(self.images.get(ref).id)
-            except DockyardError:
-                return None
+        resolved: dict[str, str | None] = {}  # most containers share a few images
 
-        cs = self.store.list(all=all, filters=filters, limit=limit, ancestors=ancestors)
+        def resolve_image(ref: str) -> str | None:
+            if ref not in resolved:
+                try:
+                    resolved[ref] = str(self.images.resolve(ref))
+                except DockyardError:
+                    resolved[ref] = None
+            return resolved[ref]
+
+        cs = self.store.list(all=all, filters=filters, limit=limit, ancestors=ancestors,
+                             copies=False)
         return [summary(c, resolve_image=resolve_image) for c in cs]
 
 
