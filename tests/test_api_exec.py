@@ -89,3 +89,21 @@ def test_exec_sdk(daemon, ctr):
             api.exec_inspect("nosuch")
     finally:
         client.close()
+
+
+def test_finished_execs_are_forgotten_by_the_monitor(daemon):
+    """A long-running container with many execs (health probes) must not make the
+    monitor grow: each exec is released once its exit code is recorded."""
+    from dockyard.daemon.monitor import MonitorClient
+
+    cid = run(daemon, "-d", "busybox", "sleep", "1000").stdout.strip()
+    try:
+        for _ in range(5):
+            docker(daemon, "exec", cid, "true")
+        with MonitorClient(daemon.exec_root) as mon:
+            deadline = time.monotonic() + 10
+            while mon.state(cid)["execs"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mon.state(cid)["execs"] == 0
+    finally:
+        docker(daemon, "rm", "-f", cid, check=False)

@@ -892,6 +892,10 @@ class Lifecycle:
             rec["Pid"] = 0
             self._cond.notify_all()
         try:
+            self.monitor.release(rec["ID"])  # its exit is recorded here now
+        except DockyardError as exc:
+            log.debug("releasing exec %s: %s", rec["ID"], exc)
+        try:
             c = self.store.get(rec["ContainerID"])
             self.emit("exec_die", c, {"execID": rec["ID"], "exitCode": str(code)})
         except DockyardError:

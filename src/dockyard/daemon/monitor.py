@@ -139,6 +139,7 @@ class Proc:
     waiters: list[Conn] = field(default_factory=list)
     exit: ExitRecord | None = None
     pidfd: int = -1  # adopted: readable when the process exits
+    released: bool = False  # an exec the daemon is done with: forgotten once drained
 
     @property
     def done(self) -> bool:
@@ -399,6 +400,8 @@ class Monitor:
                 a.proc = proc  # keep until its queued output is sent; closed when empty
                 continue
             self._detach(a)
+        if proc.released:
+            self._forget_exec(proc)
 
     # outputs -------------------------------------------------------------------------------
 
@@ -904,6 +907,7 @@ class Monitor:
             st.update(c.proc.exit.to_dict())
         st["adopted"] = c.adopted
         st["tty"] = c.proc.tty
+        st["execs"] = len(c.execs)  # those the daemon has not released yet
         return st
 
     def op_state(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
@@ -1015,6 +1019,28 @@ class Monitor:
         finally:
             theirs_sock.close()
         return _ANSWERED
+
+    def op_release(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
+        """The daemon has an exec's exit code: forget the exec (at once when it has
+        ended and its output is drained, else then), so that a container running for
+        months with a health check does not keep every probe."""
+        eid = req.get("id")
+        proc = self.procs.get(eid) if isinstance(eid, str) else None
+        if proc is None:
+            return {"ok": True}
+        c = proc.container
+        if c is None or c.proc is proc:
+            raise InvalidArgument(f"{eid} is a container, not an exec")
+        proc.released = True
+        if proc.done:
+            self._forget_exec(proc)
+        return {"ok": True}
+
+    def _forget_exec(self, proc: Proc) -> None:
+        self._close_proc(proc)
+        if proc.container is not None:
+            proc.container.execs.pop(proc.id, None)
+        self.procs.pop(proc.id, None)
 
     def op_shutdown(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
         if self.containers and not req.get("force"):
@@ -1253,6 +1279,10 @@ class MonitorClient:
         answer, fds = self._call_own({"op": "exec", "id": cid, "exec_id": exec_id, "process": process,
                                       "tty": tty, "stdin": stdin}, self.timeout, want_fds=True)
         return int(answer["pid"]), AttachStream(socket.socket(fileno=fds[0]), tty)
+
+    def release(self, exec_id: str) -> None:
+        """Let the monitor forget exec EXEC_ID, whose exit the caller has recorded."""
+        self.call("release", id=exec_id)
 
     def shutdown(self, force: bool = False) -> None:
         self.call("shutdown", force=force)
