@@ -1,0 +1,383 @@
+"""Image commands: images, pull, push, tag, rmi, save, load, history, and the `image`
+management command."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from dockyard.cli.command import Command, Group, StatusError, exact_args, min_args
+from dockyard.cli.connection import client
+from dockyard.cli.containers import error_line, parse_filters
+from dockyard.cli.format import ellipsis, go_time, human_duration, human_size, print_rows, truncate_id
+from dockyard.errors import DockyardError
+
+_IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                  "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE",
+                  "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
+_IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+_IMAGES_DIGESTS = ("table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}"
+                   "\t{{.Size}}")
+
+
+def familiar(name: str) -> str:
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _split_tag(ref: str) -> tuple[str, str]:
+    name, _, tail = ref.rpartition(":")
+    if not name or "/" in tail:
+        return ref, ""
+    return name, tail
+
+
+def _image_rows(img: dict[str, Any], trunc: bool, digests: bool,
+                now: float) -> list[dict[str, Any]]:
+    def row(repo: str, tag: str, digest: str) -> dict[str, Any]:
+        def optional(key: str) -> str:
+            v = img.get(key, -1)
+            return "N/A" if v is None or v < 0 else (str(v) if key == "Containers"
+                                                      else human_size(v, 4))
+
+        return {"Containers": optional("Containers"),
+                "CreatedAt": go_time(img.get("Created", 0)),
+                "CreatedSince": f"{human_duration(now - img.get('Created', 0))} ago",
+                "Digest": digest,
+                "ID": truncate_id(img["Id"]) if trunc else img["Id"],
+                "Repository": repo,
+                "SharedSize": optional("SharedSize"),
+                "Size": human_size(img.get("Size", 0), 3),
+                "Tag": tag,
+                "UniqueSize": "N/A" if img.get("SharedSize", -1) in (None, -1)
+                else human_size(img.get("Size", 0) - img["SharedSize"], 4),
+                "VirtualSize": human_size(img.get("VirtualSize", img.get("Size", 0)), 4)}
+
+    tags: dict[str, list[str]] = {}
+    for ref in img.get("RepoTags") or []:
+        if ref == "<none>:<none>":
+            continue
+        repo, tag = _split_tag(ref)
+        tags.setdefault(familiar(repo), []).append(tag)
+    by_repo: dict[str, list[str]] = {}
+    for ref in img.get("RepoDigests") or []:
+        if ref == "<none>@<none>":
+            continue
+        repo, _, dgst = ref.partition("@")
+        by_repo.setdefault(familiar(repo), []).append(dgst)
+    rows = []
+    for repo in sorted(tags):
+        dgsts = by_repo.pop(repo, []) if digests else (by_repo.pop(repo, None) and [])
+        for tag in sorted(tags[repo]):
+            if not dgsts:
+                rows.append(row(repo, tag, "<none>"))
+            for d in dgsts or []:
+                rows.append(row(repo, tag, d))
+    for repo in sorted(by_repo):
+        if digests:
+            rows += [row(repo, "<none>", d) for d in by_repo[repo]]
+        else:
+            rows.append(row(repo, "<none>", "<none>"))
+    if not rows:
+        rows.append(row("<none>", "<none>", "<none>"))
+    return rows
+
+
+@click.command(cls=Command, usage="[OPTIONS] [REPOSITORY[:TAG]]")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all images (default hides intermediate images)")
+@click.option("--digests", is_flag=True, help="Show digests")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="filter",
+              help="Filter output based on conditions provided")
+@click.option("--format", "fmt", metavar="string", help="Format output using a custom template")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@click.argument("repository", nargs=-1)
+def images(all_: bool, digests: bool, filters: tuple[str, ...], fmt: str | None,
+           no_trunc: bool, quiet: bool, repository: tuple[str, ...]) -> None:
+    """List images"""
+    if len(repository) > 1:
+        raise StatusError(f"dockyard: '{click.get_current_context().command_path}' requires "
+                          "at most 1 argument", 1)
+    flt = parse_filters(filters)
+    if repository:
+        flt.setdefault("reference", []).append(repository[0])
+    now = time.time()
+    rows = []
+    for img in client().images.list(all=all_, digests=digests, filters=flt):
+        rows += _image_rows(img, not no_trunc, digests, now)
+    if quiet and not fmt:
+        for r in rows:
+            click.echo(r["ID"])
+        return
+    print_rows(fmt, _IMAGES_DIGESTS if digests else _IMAGES_TABLE, _IMAGE_HEADERS, rows,
+               click.echo, "*formatter.ImageContext", labels=False)
+
+
+def show_progress(messages: Iterator[dict[str, Any]], quiet: bool = False) -> list[str]:
+    """docker's jsonmessage display for a pipe: one line a message, progress bars left
+    out; an error message ends the stream as the daemon's error. The `stream` texts
+    (load's "Loaded image: ...") are returned as well as printed."""
+    streamed = []
+    for m in messages:
+        if m.get("error") or m.get("errorDetail"):
+            msg = m.get("error") or (m.get("errorDetail") or {}).get("message", "")
+            raise StatusError(f"Error response from daemon: {msg}", 1)
+        if "stream" in m:
+            streamed.append(m["stream"])
+            if not quiet:
+                click.echo(m["stream"], nl=False)
+            continue
+        if quiet or (m.get("progressDetail") and m["progressDetail"].get("total")):
+            continue
+        status = m.get("status", "")
+        if not status:
+            continue
+        line = f"{m['id']}: {status}" if m.get("id") else status
+        if m.get("progress") and not m.get("progressDetail"):
+            line += f" {m['progress']}"
+        click.echo(line)
+    return streamed
+
+
+def _normalize(ref: str) -> str:
+    """docker.io/library/busybox:latest from busybox (the name docker pull prints)."""
+    name, sep, digest = ref.partition("@")
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = "docker.io/library/" + name
+    elif not ("." in first or ":" in first or first == "localhost"):
+        name = "docker.io/" + name
+    return name + sep + digest
+
+
+@click.command(cls=Command, usage="[OPTIONS] NAME[:TAG|@DIGEST]")
+@click.option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository")
+@click.option("--platform", metavar="string", help="Set platform if server is multi-platform capable")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
+@click.argument("names", nargs=-1, callback=exact_args(1))
+def pull(all_tags: bool, platform: str | None, quiet: bool, names: tuple[str, ...]) -> None:
+    """Download an image from a registry"""
+    ref = names[0]
+    name, tag = _split_tag(ref)
+    if "@" not in ref and not tag and not all_tags:
+        tag = "latest"
+        if not quiet:
+            click.echo("Using default tag: latest")
+    pull_image(name if "@" not in ref else ref, None if "@" in ref else tag, platform, quiet)
+    click.echo(_normalize(f"{name}:{tag}" if "@" not in ref else ref))
+
+
+def pull_image(name: str, tag: str | None, platform: str | None, quiet: bool,
+               out: Any = None) -> None:
+    """Pull through the daemon, showing its progress (on stderr for `run`)."""
+    from dockyard.cli.auth import registry_auth_header
+
+    messages = client().images.pull(name, tag, platform, registry_auth_header(name))
+    if out is None:
+        show_progress(messages, quiet)
+        return
+    for m in messages:
+        if m.get("error") or m.get("errorDetail"):
+            msg = m.get("error") or (m.get("errorDetail") or {}).get("message", "")
+            from dockyard.client.http import error_from_response
+
+            raise error_from_response(500, msg)
+        if not quiet and m.get("status") and not (m.get("progressDetail") or {}).get("total"):
+            out.write((f"{m['id']}: " if m.get("id") else "") + m["status"] + "\n")
+            out.flush()
+
+
+@click.command(cls=Command, usage="[OPTIONS] NAME[:TAG]")
+@click.option("-a", "--all-tags", is_flag=True, help="Push all tags of an image to the repository")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
+@click.argument("names", nargs=-1, callback=exact_args(1))
+def push(all_tags: bool, quiet: bool, names: tuple[str, ...]) -> None:
+    """Upload an image to a registry"""
+    name, tag = _split_tag(names[0])
+    if not tag and not all_tags:
+        tag = "latest"
+        if not quiet:
+            click.echo("Using default tag: latest")
+    from dockyard.cli.auth import registry_auth_header
+
+    show_progress(client().images.push(name, tag or None, registry_auth_header(name)), quiet)
+    if quiet:
+        click.echo(_normalize(f"{name}:{tag}" if tag else name))
+
+
+@click.command(cls=Command, usage="SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]")
+@click.argument("names", nargs=-1, callback=exact_args(2))
+def tag(names: tuple[str, ...]) -> None:
+    """Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"""
+    source, target = names
+    repo, t = _split_tag(target)
+    if "@" in target:
+        raise StatusError("refusing to create a tag with a digest reference", 1)
+    client().images.tag(source, repo, t or "latest")
+
+
+@click.command(cls=Command, usage="[OPTIONS] IMAGE [IMAGE...]")
+@click.option("-f", "--force", is_flag=True, help="Force removal of the image")
+@click.option("--no-prune", is_flag=True, help="Do not delete untagged parents")
+@click.argument("names", nargs=-1, callback=min_args(1))
+def rmi(force: bool, no_prune: bool, names: tuple[str, ...]) -> None:
+    """Remove one or more images"""
+    cl = client()
+    failed = []
+    for name in names:
+        try:
+            items = cl.images.remove(name, force=force, noprune=no_prune)
+        except DockyardError as exc:
+            failed.append(error_line(exc))
+            continue
+        for item in items:
+            for key in ("Untagged", "Deleted"):
+                if key in item:
+                    click.echo(f"{key}: {item[key]}")
+    if failed:
+        raise StatusError("\n".join(failed), 1)
+
+
+@click.command(cls=Command, usage="[OPTIONS] IMAGE [IMAGE...]")
+@click.option("-o", "--output", metavar="string", help="Write to a file, instead of STDOUT")
+@click.option("--platform", metavar="string", help="Save only the given platform variant")
+@click.argument("names", nargs=-1, callback=min_args(1))
+def save(output: str | None, platform: str | None, names: tuple[str, ...]) -> None:
+    """Save one or more images to a tar archive (streamed to STDOUT by default)"""
+    if output is None and sys.stdout.isatty():
+        raise StatusError("cowardly refusing to save to a terminal. Use the -o flag or "
+                          "redirect", 1)
+    from dockyard.cli.streams import write_stream
+
+    with client().images.save(list(names)) as r:
+        write_stream(r, output)
+
+
+@click.command(cls=Command, usage="[OPTIONS]")
+@click.option("-i", "--input", "input_", metavar="string",
+              help="Read from tar archive file, instead of STDIN")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output")
+def load(input_: str | None, quiet: bool) -> None:
+    """Load an image from a tar archive or STDIN"""
+    if input_ is None and sys.stdin.isatty():
+        raise StatusError("requested load from stdin, but stdin is empty", 1)
+
+    try:
+        f = open(input_, "rb") if input_ else sys.stdin.buffer
+    except OSError as exc:
+        raise StatusError(f"open {input_}: {(exc.strerror or str(exc)).lower()}", 1) from None
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while True:
+                data = f.read(1 << 20)
+                if not data:
+                    return
+                yield data
+        finally:
+            if input_:
+                f.close()
+
+    show_progress(client().images.load(chunks(), quiet), quiet=False)
+
+
+@click.command(cls=Command, usage="[OPTIONS] IMAGE")
+@click.option("--format", "fmt", metavar="string", help="Format output using a custom template")
+@click.option("-H", "--human", default=True, type=bool, show_default=True,
+              help="Print sizes and dates in human readable format")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@click.argument("names", nargs=-1, callback=exact_args(1))
+def history(fmt: str | None, human: bool, no_trunc: bool, quiet: bool,
+            names: tuple[str, ...]) -> None:
+    """Show the history of an image"""
+    now = time.time()
+    rows = []
+    for h in client().images.history(names[0]):
+        ident = h.get("Id", "")
+        if ident != "<missing>" and not no_trunc:
+            ident = truncate_id(ident)
+        created_by = (h.get("CreatedBy") or "").replace("\t", " ")
+        if not no_trunc:
+            created_by = ellipsis(created_by, 45)
+        created = h.get("Created", 0)
+        rows.append({"ID": ident,
+                     "CreatedSince": f"{human_duration(now - created)} ago" if human
+                     else go_time(created),
+                     "CreatedAt": go_time(created),
+                     "CreatedBy": created_by,
+                     "Size": human_size(h.get("Size", 0), 3) if human else str(h.get("Size", 0)),
+                     "Comment": h.get("Comment", "")})
+    if quiet and not fmt:
+        for r in rows:
+            click.echo(r["ID"])
+        return
+    print_rows(fmt, "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+               {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}, rows,
+               click.echo, "*image.historyContext", labels=False)
+
+
+@click.command(cls=Command, usage="[OPTIONS]")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images, not just dangling ones")
+@click.option("--filter", "filters", multiple=True, metavar="filter",
+              help='Provide filter values (e.g. "until=<timestamp>")')
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+def prune(all_: bool, filters: tuple[str, ...], force: bool) -> None:
+    """Remove unused images"""
+    if not force:
+        warning = ("WARNING! This will remove all images without at least one container "
+                   "associated to them." if all_ else
+                   "WARNING! This will remove all dangling images.")
+        click.echo(f"{warning}\nAre you sure you want to continue? [y/N] ", nl=False)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            return
+    flt = parse_filters(filters)
+    if all_:
+        flt["dangling"] = ["false"]
+    report = client().images.prune(flt)
+    deleted = report.get("ImagesDeleted") or []
+    if deleted:
+        click.echo("Deleted Images:")
+        for item in deleted:
+            for key in ("Untagged", "Deleted"):
+                if key in item:
+                    click.echo(f"{key.lower()}: {item[key]}")
+        click.echo("")
+    click.echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed', 0), 4)}")
+
+
+@click.group(cls=Group)
+def image() -> None:
+    """Manage images"""
+
+
+for _name, _cmd in (("ls", images), ("pull", pull), ("push", push), ("tag", tag), ("rm", rmi),
+                    ("save", save), ("load", load), ("history", history), ("prune", prune)):
+    image.add_command(_cmd, _name)
+
+
+def _late_inspect(group: click.Group) -> None:
+    original = group.get_command
+
+    def get_command(ctx: click.Context, name: str) -> click.Command | None:
+        if name == "inspect":
+            from dockyard.cli.inspect import image_inspect
+
+            return image_inspect
+        if name == "list":
+            return images
+        return original(ctx, name)
+
+    group.get_command = get_command  # type: ignore[method-assign]
+
+
+_late_inspect(image)
