@@ -107,3 +107,10 @@ def test_finished_execs_are_forgotten_by_the_monitor(daemon):
             assert mon.state(cid)["execs"] == 0
     finally:
         docker(daemon, "rm", "-f", cid, check=False)
+
+
+def test_exec_of_a_missing_command_exits_127(daemon, ctr):
+    r = docker(daemon, "exec", ctr, "/no/such/thing", check=False)
+    assert r.returncode == 127, (r.returncode, r.stdout, r.stderr)
+    assert "no such file or directory" in (r.stdout + r.stderr).lower() or \
+        "not found" in (r.stdout + r.stderr).lower()

@@ -860,11 +860,20 @@ class Lifecycle:
             process = self._exec_process(c, rec)
             if console_size is not None and rec["Tty"]:
                 process["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
-            pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"],
-                                            stdin=rec["AttachStdin"])
+            try:
+                pid, stream = self.monitor.exec(c.ID, eid, process, tty=rec["Tty"],
+                                                stdin=rec["AttachStdin"])
+            except DockyardError as exc:
+                # The process could not be run: as dockerd, the exec has run and failed
+                # with 126 or 127, which is what the client reads back.
+                with self._cond:
+                    rec["ExitCode"] = _start_error_code(exc) if \
+                        _start_error_code(exc) != 128 else 126
+                    self._cond.notify_all()
+                raise
         except BaseException:
             with self._cond:
-                rec["Started"] = False
+                rec["Started"] = rec["ExitCode"] is not None
             raise
         with self._cond:
             rec["Running"] = True
