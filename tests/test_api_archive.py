@@ -407,3 +407,20 @@ def test_quote_path(daemon, ctr):
     status, headers, _ = call(daemon, "HEAD", f"/containers/{ctr}/archive",
                               {"path": "/tmp/with space é"})
     assert status == 200 and _stat(headers)["name"] == "with space é"
+
+
+def test_cp_sees_the_etc_files_docker_writes(daemon, tmp_path):
+    """dockerd's view of a container includes its /etc/hostname, /etc/hosts and
+    /etc/resolv.conf (bind-mounted by the runtime), running or not."""
+    cid = docker(daemon, "create", "--name", "etcview", "--hostname", "etchost",
+                 "--add-host", "db:10.1.2.3", "busybox", "sleep", "100").stdout.strip()
+    try:
+        for running in (False, True):
+            if running:
+                docker(daemon, "start", cid)
+            docker(daemon, "cp", f"{cid}:/etc/hostname", str(tmp_path / "hostname"))
+            assert (tmp_path / "hostname").read_text() == "etchost\n"
+            docker(daemon, "cp", f"{cid}:/etc/hosts", str(tmp_path / "hosts"))
+            assert "10.1.2.3\tdb" in (tmp_path / "hosts").read_text()
+    finally:
+        docker(daemon, "rm", "-f", cid, check=False)

@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16
-# Docker's own files are bind-mounted by the runtime, not part of dockerd's view.
-_NETWORK_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 
 # Go's os.FileMode type bits (the permission bits are the same as Unix's).
 _GO_DIR = 1 << 31
@@ -161,14 +159,19 @@ class _Bind:
 
 
 def _binds(c: Container) -> list[_Bind]:
-    """The container's bind mounts as its HostConfig gives them (tmpfs mounts are not
-    part of dockerd's view either), parents first."""
+    """The container's bind mounts as its HostConfig gives them, and its /etc/hosts,
+    /etc/hostname and /etc/resolv.conf (dockerd's view has them; tmpfs mounts are not
+    part of it), parents first."""
+    etc = {dest: path for dest, path in (("/etc/hostname", c.HostnamePath),
+                                         ("/etc/hosts", c.HostsPath),
+                                         ("/etc/resolv.conf", c.ResolvConfPath))
+           if path and os.path.exists(path)}
     try:
-        mounts = ocispec.user_mounts(c.HostConfig, {}, bool(c.HostConfig.get("ReadonlyRootfs")))
+        mounts = ocispec.user_mounts(c.HostConfig, etc, bool(c.HostConfig.get("ReadonlyRootfs")))
     except DockyardError as exc:
         raise SystemFailure(f"container {c.ID}: {exc}") from None
     return [_Bind(m["source"], m["destination"], "ro" not in m.get("options", ()))
-            for m in mounts if m.get("type") == "bind" and m["destination"] not in _NETWORK_FILES]
+            for m in mounts if m.get("type") == "bind"]
 
 
 class _View:
