@@ -291,3 +291,29 @@ def test_oom_kill_is_reported(daemon):
             "x=a; while true; do x=$x$x; done", check=False)
     assert r.returncode == 137
     assert state(daemon, "hog", "{{.State.OOMKilled}} {{.State.ExitCode}}") == "true 137"
+
+
+def test_json_file_rotation_through_log_opts(daemon):
+    run(daemon, "--name", "chatty", "--log-opt", "max-size=1k", "--log-opt", "max-file=2",
+        "busybox", "sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done")
+    path = state(daemon, "chatty", "{{.LogPath}}")
+    files = sorted(p for p in os.listdir(os.path.dirname(path))
+                   if p.startswith(os.path.basename(path)))
+    assert files == [os.path.basename(path), os.path.basename(path) + ".1"], files
+    assert all(os.path.getsize(os.path.join(os.path.dirname(path), f)) <= 1024 + 200
+               for f in files)
+    out = docker(daemon, "logs", "chatty").stdout.split()
+    assert out[-1] == "line-199" and "line-0" not in out  # the oldest rotated away
+    r = docker(daemon, "create", "--log-opt", "max-size=lots", "busybox", check=False)
+    assert r.returncode != 0 and "invalid size: 'lots'" in r.stderr
+    r = docker(daemon, "create", "--log-opt", "colour=blue", "busybox", check=False)
+    assert r.returncode != 0 and "unknown log opt 'colour' for json-file log driver" in r.stderr
+    r = docker(daemon, "create", "--log-driver", "syslogish", "busybox", check=False)
+    assert r.returncode != 0 and "no log driver named 'syslogish'" in r.stderr
+
+
+def test_log_driver_none(daemon):
+    run(daemon, "--name", "silent", "--log-driver", "none", "busybox", "echo", "hidden")
+    r = docker(daemon, "logs", "silent", check=False)
+    assert r.returncode != 0
+    assert "configured logging driver does not support reading" in r.stderr

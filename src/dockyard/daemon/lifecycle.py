@@ -23,7 +23,7 @@ from dockyard.daemon import etcfiles, health, ocispec
 from dockyard.daemon import restart as restart_mod
 from dockyard.daemon.containers import Container, ContainerStore, prune_filter, summary
 from dockyard.daemon.filesystem import container_lock
-from dockyard.daemon.logs import log_path
+from dockyard.daemon.logs import log_path, parse_log_config
 from dockyard.daemon.monitor import AttachStream, MonitorClient, ensure_monitor
 from dockyard.daemon.ociruntime import RuntimeTable
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure
@@ -166,6 +166,8 @@ class Lifecycle:
         hc.setdefault("NetworkMode", "default")
         hc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         restart_mod.validate(hc.get("RestartPolicy"), bool(hc.get("AutoRemove")))
+        log_config = hc.get("LogConfig") or {}
+        parse_log_config(log_config.get("Type") or None, log_config.get("Config") or {})
         if (hc.get("Memory") or 0) > 0 and not hc.get("MemorySwap"):
             hc["MemorySwap"] = hc["Memory"] * 2  # dockerd's default: as much swap as memory
         ocispec.check_create(cfg, hc, image_config, _HANDLED_ELSEWHERE)
