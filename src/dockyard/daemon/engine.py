@@ -333,7 +333,7 @@ class Engine:
             "DriverStatus": [["Backing Filesystem", _fs_type(self.config.data_root)],
                              ["Supports d_type", "true"], ["Using metacopy", "false"],
                              ["Native Overlay Diff", "true"], ["userxattr", "false"]],
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"],
+            "Plugins": {"Volume": ["local"], "Network": ["host", "null"],
                         "Authorization": None, "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "KernelMemoryTCP": False,
             "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True,
