@@ -537,3 +537,115 @@ def test_create_sends_what_docker_sends(clean, flags):
         ours.pop("Hostname", None)
         theirs.pop("Hostname", None)
         assert ours == theirs, section
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "-f", "{{.Foo}}", "tmpl"],
+    ["inspect", "-f", "{{.Foo}}", "tmpl", "busybox", "nosuch", "tmpl"],
+    ["inspect", "-f", "{{.Id}} {{.Foo}}", "busybox"],
+    ["inspect", "-f", "{{.Name}}", "nosuch", "tmpl"],
+    ["inspect", "-f", "{{.Config.Labels.k}} {{.Config.Labels.zz}}", "tmpl"],
+    ["inspect", "-f", "{{.Config.Labels.zz}}", "busybox"],
+    ["inspect", "-f", "{{.State.Health.Status}}", "tmpl"],
+    ["inspect", "-f", "{{json .Config.Labels}} {{.Config.Labels}}", "tmpl"],
+    ["inspect", "-f", "{{.Foo", "tmpl"],
+    ["inspect", "-f", "json", "tmpl", "busybox", "nosuch"],
+    ["inspect", "-f", "json", "nosuch"],
+    ["container", "inspect", "-f", "{{.NetworkSettings.Foo}}", "tmpl"],
+    ["image", "inspect", "-f", "{{.Foo}}", "busybox"],
+    ["ps", "--format", "{{json .}}"], ["ps", "--format", "json"],
+    ["ps", "--format", "{{json .Labels}} {{.Label \"k\"}}"],
+    ["images", "--format", "{{json .}}"],
+])
+def test_templates_and_json_as_docker(clean, args):
+    dy_run(clean, "-d", "--name", "tmpl", "-l", "k=<v&>", "busybox", "sleep", "1000")
+    ours, theirs = dockyard(clean, *args, check=False), docker(clean, *args, check=False)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout,
+                                                           theirs.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--rm=maybe", "busybox", "true"], ["run", "-d=x", "busybox"], ["ps", "-a=x"],
+    ["ps", "--no-trunc=yes"], ["run", "-it=2", "busybox"], ["--debug=x", "ps"],
+    ["--bogus"], ["container", "--bogus"], ["container", "ls", "--quiet=no"],
+])
+def test_bad_bool_flag_values_as_docker(clean, args):
+    ours, theirs = dockyard(clean, *args, check=False), docker(clean, *args, check=False)
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (125, "")
+    assert ours.stderr == theirs.stderr.replace("docker", "dockyard")
+    assert _no_containers(clean)
+
+
+def test_bool_flags_take_a_joined_value(clean):
+    # --rm=false keeps the container; -d=false stays attached; -t=false needs no terminal.
+    assert dy_run(clean, "--rm=false", "--name", "kept", "busybox", "echo", "a").stdout == "a\n"
+    assert docker(clean, "inspect", "-f", "{{.HostConfig.AutoRemove}}", "kept").stdout == "false\n"
+    assert dy_run(clean, "-d=false", "--rm", "busybox", "echo", "b").stdout == "b\n"
+    assert dy_run(clean, "--rm=true", "-it=false", "busybox", "echo", "c").stdout == "c\n"
+    assert dockyard(clean, "run", "--rm", "-i=1", "-t=0", "busybox", "cat",
+                    input="in").stdout == "in"
+    r = dy_run(clean, "--rm", "--privileged=false", "--init=t", "busybox", "sh", "-c",
+               "grep CapEff /proc/self/status; cat /proc/1/comm")
+    assert r.stdout == "CapEff:\t00000000a80425fb\ndocker-init\n"
+    assert "true" in dy_run(clean, "--rm", "--privileged", "busybox", "echo", "true").stdout
+    # --sig-proxy is a flag too: bare, or with a joined value; never the next argument.
+    assert dy_run(clean, "--rm", "--sig-proxy", "busybox", "echo", "d").stdout == "d\n"
+    assert dy_run(clean, "--rm", "--sig-proxy=false", "busybox", "echo", "e").stdout == "e\n"
+    # The last one given wins; flags after the image belong to the command.
+    assert dy_run(clean, "--rm=false", "--rm", "busybox", "echo", "f").stdout == "f\n"
+    r = dy_run(clean, "--rm", "busybox", "echo", "--rm=false", "-d=false")
+    assert r.stdout == "--rm=false -d=false\n"
+    assert dockyard(clean, "ps", "-a=true", "-q", "--no-trunc=false").stdout == (
+        docker(clean, "ps", "-aq").stdout)
+    assert docker(clean, "ps", "-a", "--format", "{{.Names}}").stdout == "kept\n"
+
+
+def test_tty_size_is_sent_with_run_and_exec(clean):
+    pexpect = pytest.importorskip("pexpect")
+    for args in (["run", "-it", "--rm", "--cgroup-parent", CGROUP_PARENT, "busybox", "stty", "size"],
+                 ["run", "-t", "--name", "sized", "--cgroup-parent", CGROUP_PARENT, "busybox",
+                  "stty", "size"]):
+        child = _spawn(clean, *args)
+        try:
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        # The first line the container writes already has our terminal's size.
+        assert child.before.splitlines()[0] == "33 97", args
+    assert docker(clean, "inspect", "-f", "{{json .HostConfig.ConsoleSize}}", "sized").stdout == (
+        "[33,97]\n")
+    dy_run(clean, "-d", "--name", "execsize", "busybox", "sleep", "1000")
+    for flags in (["-it"], ["-t"]):
+        child = _spawn(clean, "exec", *flags, "execsize", "stty", "size")
+        try:
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        assert child.before.splitlines()[0] == "33 97", flags
+    # Without a terminal there is no size to send.
+    dockyard(clean, "create", "-t", "--name", "nosize", "busybox")
+    assert docker(clean, "inspect", "-f", "{{json .HostConfig.ConsoleSize}}", "nosize").stdout == (
+        "[0,0]\n")
+
+
+@pytest.mark.parametrize("command", [["run", "-it", "--rm", "--cgroup-parent", CGROUP_PARENT,
+                                      "busybox", "sh"],
+                                     ["exec", "-it", "resized", "sh"]])
+def test_tty_follows_a_resize(clean, command):
+    pexpect = pytest.importorskip("pexpect")
+    dy_run(clean, "-d", "--name", "resized", "busybox", "sleep", "1000")
+    child = _spawn(clean, *command)
+    try:
+        child.expect_exact("# ")
+        child.setwinsize(40, 100)  # SIGWINCH to the dockyard process
+        deadline = time.monotonic() + 10
+        while True:
+            child.sendline("stty size")
+            if child.expect([r"\r\n40 100\r\n", r"\r\n\d+ \d+\r\n"]) == 0:
+                break
+            assert time.monotonic() < deadline, "the size never followed"
+            time.sleep(0.05)
+        child.sendline("exit 0")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

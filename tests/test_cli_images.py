@@ -5,14 +5,11 @@ docker CLI where the output should be the same."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import urllib.request
 
 import pytest
 
-from cli_helpers import DOCKYARD, dockyard
-from conftest import wait_for
+from cli_helpers import DOCKYARD, dockyard, free_port, registry_server
 from engine_daemon import CGROUP_PARENT, daemon, docker  # noqa: F401 (daemon: fixture)
 
 
@@ -77,34 +74,10 @@ def test_save_and_load_round_trip(daemon, tmp_path):
     assert not (tmp_path / "x.tar").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def registry(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen([*DOCKYARD, "registry", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--root", str(tmp_path / "registry")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _up(f"http://127.0.0.1:{port}/v2/") or proc.poll() is not None,
-                 what="registry to listen")
-        assert proc.poll() is None
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with registry_server(tmp_path) as address:
+        yield address
 
 
 def test_push_pull_and_run_pulls_a_missing_image(daemon, registry):
@@ -134,7 +107,7 @@ def test_push_pull_and_run_pulls_a_missing_image(daemon, registry):
 
 
 def test_pull_from_unreachable_registry(daemon):
-    args = ["pull", f"127.0.0.1:{_free_port()}/x"]
+    args = ["pull", f"127.0.0.1:{free_port()}/x"]
     ours, theirs = dockyard(daemon, *args, check=False), docker(daemon, *args, check=False)
     assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout,
                                                            theirs.stderr)
@@ -153,23 +126,8 @@ def private_registry(tmp_path):
 
     users = tmp_path / "htpasswd"
     make_htpasswd(users, {"alice": "s3cret"})
-    port = _free_port()
-    proc = subprocess.Popen([*DOCKYARD, "registry", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--root", str(tmp_path / "registry"), "--htpasswd", str(users)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _listening(port) or proc.poll() is not None,
-                 what="registry to listen")
-        assert proc.poll() is None
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    with registry_server(tmp_path, "--htpasswd", str(users)) as address:
+        yield address
 
 
 def test_login_push_pull_logout(daemon, private_registry, tmp_path):

@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, wait_for
+from cli_helpers import registry_server
+from conftest import SHARED
 
 LAYOUT = SHARED / "images" / "busybox" / "1.38.0-musl"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def registry(tmp_path: Path):
-    port = free_port()
-    proc = subprocess.Popen(["dockyard", "registry", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--root", str(tmp_path / "registry")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: up(f"http://127.0.0.1:{port}/v2/") or proc.poll() is not None,
-                 what="registry to listen")
-        assert proc.poll() is None, proc.stderr.read().decode()
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with registry_server(tmp_path) as address:
+        yield address
 
 
 def test_skopeo_round_trip(registry, tmp_path):

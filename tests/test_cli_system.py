@@ -185,3 +185,12 @@ def test_hot_paths_stay_import_light(daemon, args):
                                                        "cryptography", "ssl")
              or m == "http.client" or m.startswith("dockyard.daemon")}
     assert heavy == set()
+
+
+@pytest.mark.parametrize("args", [["info", "-f", "{{.Foo"], ["version", "-f", "{{.Foo"],
+                                  ["info", "-f", "{{.Name"]])
+def test_template_that_does_not_parse_is_status_64(daemon, args):
+    ours, theirs = dockyard(daemon, *args, check=False), docker(daemon, *args, check=False)
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (64, "")
+    # docker names version's template "version"; the message is otherwise the same.
+    assert ours.stderr == theirs.stderr.replace("template: version:", "template: :")

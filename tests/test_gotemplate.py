@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cli.gotemplate import NO_VALUE, GoStruct, Template, TemplateError, format_value, go_json
+from dockyard.cli.gotemplate import (NO_VALUE, GoStruct, Template, TemplateError, TypedMap,
+                                     format_value, go_json)
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
@@ -517,6 +518,41 @@ def test_json_is_go_encoding() -> None:
     assert go_json(1e-7) == "1e-7"
     assert go_json(1e21) == "1e+21"
     assert go_json(float("nan")) == ""
+
+
+def test_json_of_a_struct_escapes_html_as_json_marshal() -> None:
+    # docker's contexts marshal with json.Marshal (HTML escaped); the json function's own
+    # encoder does not escape, so plain values keep <, > and &.
+    row = GoStruct("*formatter.ImageContext", {"Digest": "<none>", "Labels": "a=b&c",
+                                               "Label": lambda name: name})
+    assert go_json(row) == '{"Digest":"\\u003cnone\\u003e","Labels":"a=b\\u0026c"}'
+    assert run("{{json .}}", row) == go_json(row)
+    assert run("{{json .Digest}} {{json .}}", {"Digest": "<none>"}) == (
+        '"<none>" {"Digest":"<none>"}')
+    assert go_json([row, "<"]) == '[{"Digest":"\\u003cnone\\u003e","Labels":"a=b\\u0026c"},"<"]'
+
+
+def _strict(text: str) -> Template:
+    return Template.parse(text).option("missingkey=error")
+
+
+def test_missingkey_option() -> None:
+    data = {"A": {"B": 1}, "L": TypedMap({"x": "1"})}
+    with pytest.raises(TemplateError) as e:
+        _strict("{{.Foo}}").execute(data)
+    assert str(e.value) == 'template: :1:2: executing "" at <.Foo>: map has no entry for key "Foo"'
+    with pytest.raises(TemplateError) as e:
+        _strict("{{.A.C}}").execute(data)
+    assert str(e.value).endswith('map has no entry for key "C"')
+    assert _strict("{{.A.B}} {{.L.x}} {{.L.y}} {{index .A \"z\"}}").execute(data) == (
+        "1 1 <no value> <nil>")
+    assert Template.parse("{{.Foo}}").execute(data) == "<no value>"
+    assert Template.parse("{{.Foo}}").option("missingkey=zero").execute(data) == "<no value>"
+    assert Template.parse("[{{.y}}]").option("missingkey=zero").execute({"x": "1"}) == "[]"
+    assert Template.parse("{{.Foo}}").option("missingkey=default").execute(data) == "<no value>"
+    for bad in ("missingkey=bogus", "nokey=error", "missingkey"):
+        with pytest.raises(ValueError, match="unrecognized option"):
+            Template.parse("x").option(bad)
 
 
 def test_missing_key_as_argument_is_nil() -> None:

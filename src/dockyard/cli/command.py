@@ -1,4 +1,5 @@
-"""What every `dockyard` command shares: docker's usage lines and exit statuses."""
+"""What every `dockyard` command shares: docker's usage lines, exit statuses, pflag's bool
+flags and flag values, and the prompt and report of the prune commands."""
 
 from __future__ import annotations
 
@@ -17,7 +18,103 @@ class StatusError(Exception):
         self.status = status
 
 
-class Command(click.Command):
+_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+_FALSE = frozenset(("0", "f", "F", "FALSE", "false", "False"))
+
+
+def _parse_bool(text: str, param: click.Option, ctx: click.Context) -> bool:
+    """strconv.ParseBool, failing as pflag reports a bad flag value."""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    err = click.BadParameter(f'strconv.ParseBool: parsing "{text}": invalid syntax', ctx, param)
+    err.docker_message = (  # type: ignore[attr-defined]
+        f'invalid argument "{text}" for "{", ".join(param.opts)}" flag: {err.message}')
+    raise err
+
+
+class BoolFlags:
+    """pflag's bool flags for a click command: besides the bare `--rm` (true), a value
+    joined by "=" sets them either way (`--rm=false`, `--sig-proxy=0`, `-d=false`,
+    `-it=false`); the value is never taken from the next argument. Those forms are taken
+    out of the arguments before click parses them and applied after."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args, values = _take_bool_values(ctx, args)
+        rest = super().parse_args(ctx, args)  # type: ignore[misc]
+        ctx.params.update(values)
+        return rest
+
+
+def _take_bool_values(ctx: click.Context, args: list[str]) -> tuple[list[str], dict[str, bool]]:
+    opts: dict[str, click.Option] = {}
+    for param in ctx.command.get_params(ctx):
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                opts[opt] = param
+
+    def is_bool(p: click.Option) -> bool:
+        # --help and --version act while parsing: click keeps those to itself.
+        return p.is_flag and p.is_bool_flag and p.expose_value
+
+    def takes_value(p: click.Option) -> bool:
+        return not p.is_flag and not p.count
+
+    out: list[str] = []
+    values: dict[str, bool] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if tok == "--":
+            out.append(tok)
+            break
+        if tok.startswith("--"):
+            name, eq, text = tok.partition("=")
+            p = opts.get(name)
+            if p is not None and is_bool(p):
+                if eq:
+                    values[p.name or ""] = _parse_bool(text, p, ctx)
+                    continue
+                values.pop(p.name or "", None)  # the last one given wins
+            elif p is not None and takes_value(p) and not eq and i < len(args):
+                out.append(tok)
+                tok = args[i]
+                i += 1
+            out.append(tok)
+            continue
+        if not tok.startswith("-") or tok == "-":
+            out.append(tok)
+            if not ctx.allow_interspersed_args:
+                break
+            continue
+        # A cluster of shorthands: "-itd", "-d=false", "-it=false", "-p80:80".
+        kept = "-"
+        value_next = False
+        j = 1
+        while j < len(tok):
+            p = opts.get("-" + tok[j])
+            if p is None or not is_bool(p):
+                kept += tok[j:]
+                value_next = p is not None and takes_value(p) and j == len(tok) - 1
+                break
+            if len(tok) - j > 2 and tok[j + 1] == "=":
+                values[p.name or ""] = _parse_bool(tok[j + 2:], p, ctx)
+                break
+            values.pop(p.name or "", None)
+            kept += tok[j]
+            j += 1
+        if kept != "-":
+            out.append(kept)
+        if value_next and i < len(args):
+            out.append(args[i])
+            i += 1
+    out.extend(args[i:])
+    return out, values
+
+
+class Command(BoolFlags, click.Command):
     """A command with docker's usage line (`Usage:  docker run [OPTIONS] IMAGE ...`)."""
 
     def __init__(self, *args: Any, usage: str = "", interspersed: bool = True,
@@ -36,7 +133,7 @@ class Command(click.Command):
         formatter.write(self.usage_line(ctx) + "\n")
 
 
-class Group(click.Group):
+class Group(BoolFlags, click.Group):
     """A management command (`dockyard container ...`) with docker's usage line."""
 
     command_class = Command
@@ -150,3 +247,27 @@ class Duration(FlagValue):
             raise ValueError(f'time: invalid duration "{text}"')
         total = int(sum(float(a) * units[b] for a, b in parts))
         return -total if text.startswith("-") else total
+
+
+def confirm(warning: str, force: bool) -> bool:
+    """docker's prompt before a prune; FORCE answers it."""
+    if force:
+        return True
+    import sys
+
+    click.echo(f"{warning}\nAre you sure you want to continue? [y/N] ", nl=False)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def print_pruned(title: str, deleted: list[str], reclaimed: int | None) -> None:
+    """A prune's report as docker prints it: TITLE and the deleted objects, then the
+    space reclaimed unless RECLAIMED is None (networks take no space)."""
+    if deleted:
+        click.echo(title)
+        for line in deleted:
+            click.echo(line)
+        click.echo("")
+    if reclaimed is not None:
+        from dockyard.cli.formatter import human_size
+
+        click.echo(f"Total reclaimed space: {human_size(reclaimed, 4)}")

@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
-from dockyard.cli.command import Command, GoInt, Group, StatusError, exact_args, min_args
+from dockyard.cli.command import (Command, GoInt, Group, StatusError, confirm, exact_args,
+                                  min_args, print_pruned)
 from dockyard.cli.connection import client
-from dockyard.cli.format import (ellipsis, go_quote, go_time, human_duration, human_size,
-                                 print_rows, truncate_id)
+from dockyard.cli.format import go_time, print_rows
+from dockyard.cli.formatter import ellipsis, human_duration, human_size, truncate_id
+from dockyard.cli.gotemplate import go_quote
 from dockyard.errors import DockyardError
 
 _PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
@@ -172,22 +174,27 @@ def start(attach: bool, interactive: bool, detach_keys: str | None,
              "failed to start containers")
 
 
-@click.command(cls=Command, usage="[OPTIONS] CONTAINER [CONTAINER...]")
-@click.option("-s", "--signal", "sig", metavar="string", help="Signal to send to the container")
-@click.option("-t", "--timeout", "--time", type=GoInt(), metavar="int",
-              help="Seconds to wait before killing the container")
-@click.argument("containers", nargs=-1, callback=min_args(1))
+def _stop_command(fn: Any) -> Any:
+    """stop's and restart's command line: a signal, a timeout, containers."""
+    for decorate in reversed((
+            click.command(cls=Command, usage="[OPTIONS] CONTAINER [CONTAINER...]"),
+            click.option("-s", "--signal", "sig", metavar="string",
+                         help="Signal to send to the container"),
+            click.option("-t", "--timeout", "--time", type=GoInt(), metavar="int",
+                         help="Seconds to wait before killing the container"),
+            click.argument("containers", nargs=-1, callback=min_args(1)))):
+        fn = decorate(fn)
+    return fn
+
+
+@_stop_command
 def stop(sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Stop one or more running containers"""
     cl = client()
     for_each(containers, lambda n: cl.containers.stop(n, timeout, sig))
 
 
-@click.command(cls=Command, usage="[OPTIONS] CONTAINER [CONTAINER...]")
-@click.option("-s", "--signal", "sig", metavar="string", help="Signal to send to the container")
-@click.option("-t", "--timeout", "--time", type=GoInt(), metavar="int",
-              help="Seconds to wait before killing the container")
-@click.argument("containers", nargs=-1, callback=min_args(1))
+@_stop_command
 def restart(sig: str | None, timeout: int | None, containers: tuple[str, ...]) -> None:
     """Restart one or more containers"""
     cl = client()
@@ -354,14 +361,18 @@ def exec_(detach: bool, detach_keys: str | None, env: tuple[str, ...], env_file:
                               "WorkingDir": workdir or "", "DetachKeys": detach_keys or ""}
     if tty and interactive and not sys.stdin.isatty():
         raise StatusError("the input device is not a TTY", 1)
+    from dockyard.cli.streams import exec_attached, tty_size
+
+    # As docker: the TTY's size goes with the exec's create and its start.
+    console_size = tty_size() if tty else None
+    if console_size is not None:
+        config["ConsoleSize"] = console_size
     exec_id = cl.execs.create(container, config)
     if detach:
-        cl.execs.start(exec_id, detach=True, tty=tty)
+        cl.execs.start(exec_id, detach=True, tty=tty, console_size=console_size)
         return
-    from dockyard.cli.streams import exec_attached
-
     code = exec_attached(cl, exec_id, container, tty=tty, stdin=interactive,
-                         detach_keys=detach_keys)
+                         detach_keys=detach_keys, console_size=console_size)
     if code:
         raise StatusError("", code)
 
@@ -407,7 +418,7 @@ _add_late(container)
 @click.argument("args", nargs=-1, callback=min_args(1))
 def top(args: tuple[str, ...]) -> None:
     """Display the running processes of a container"""
-    from dockyard.cli.format import tabwrite
+    from dockyard.cli.formatter import tabwrite
 
     result = client().containers.top(args[0], " ".join(args[1:]) or None)
     lines = ["\t".join(result.get("Titles") or [])]
@@ -458,21 +469,11 @@ def commit(author: str | None, change: tuple[str, ...], message: str | None, pau
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def prune(filters: tuple[str, ...], force: bool) -> None:
     """Remove all stopped containers"""
-    from dockyard.cli.format import human_size
-
-    if not force:
-        click.echo("WARNING! This will remove all stopped containers.\n"
-                   "Are you sure you want to continue? [y/N] ", nl=False)
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return
+    if not confirm("WARNING! This will remove all stopped containers.", force):
+        return
     report = client().containers.prune(parse_filters(filters))
-    deleted = report.get("ContainersDeleted") or []
-    if deleted:
-        click.echo("Deleted Containers:")
-        for cid in deleted:
-            click.echo(cid)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed', 0), 4)}")
+    print_pruned("Deleted Containers:", report.get("ContainersDeleted") or [],
+                 report.get("SpaceReclaimed", 0))
 
 
 for _name, _cmd in (("top", top), ("export", export), ("commit", commit), ("prune", prune)):
@@ -482,7 +483,7 @@ for _name, _cmd in (("top", top), ("export", export), ("commit", commit), ("prun
 @click.command(cls=Command, usage="[OPTIONS] CONTAINER")
 @click.option("--detach-keys", metavar="string", help="Override the key sequence for detaching a container")
 @click.option("--no-stdin", is_flag=True, help="Do not attach STDIN")
-@click.option("--sig-proxy", type=click.BOOL, default=True, metavar="",
+@click.option("--sig-proxy", is_flag=True, default=True, flag_value=True,
               help="Proxy all received signals to the process (default true)")
 @click.argument("names", nargs=-1, callback=exact_args(1))
 def attach(detach_keys: str | None, no_stdin: bool, sig_proxy: bool,

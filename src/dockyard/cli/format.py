@@ -1,39 +1,37 @@
 """--format for the commands, on cli/formatter.py and cli/gotemplate.py: rows of
 docker's formatting fields (`.ID`, `.Names`, ...) as tables, JSON lines or templates, and
-single documents (inspect -f, version -f); plus the few Go renderings the rows need."""
+single documents (version -f, info -f, events -f); plus Go's Time.String()."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dockyard.cli.command import StatusError
-from dockyard.cli.formatter import (ellipsis, human_duration, human_size, tabwrite,
-                                    truncate_id)
+from dockyard.cli.formatter import JSON_FORMAT, JSON_KEY
+from dockyard.cli.formatter import render as render_rows
+from dockyard.cli.gotemplate import GoStruct, Template, TemplateError
 from dockyard.errors import InvalidArgument
 
-__all__ = ["ellipsis", "go_json", "go_quote", "go_time", "human_duration", "human_size",
-           "print_rows", "render", "tabwrite", "truncate_id"]
-
-
-def go_json(data: Any) -> str:
-    """Go's json.Marshal as docker's `--format json` prints a row: compact, UTF-8 kept,
-    and <, >, & escaped as Go escapes them."""
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+__all__ = ["go_time", "parse_template", "print_rows", "render"]
 
 
 def render(fmt: str, data: Any) -> str:
-    """One document rendered with a Go template (inspect -f, version -f, info -f)."""
-    from dockyard.cli.formatter import inspect_format
-
-    if fmt == "json":
-        return go_json(data)
+    """One document rendered with a Go template, `json` being `{{json .}}` (docker's
+    version -f, info -f and events -f); a template that does not parse ends the command
+    with status 64, as docker's."""
+    tmpl = parse_template(JSON_FORMAT if fmt == JSON_KEY else fmt)
     try:
-        return inspect_format(fmt, [data]).removesuffix("\n")
-    except InvalidArgument as exc:
-        raise StatusError(str(exc), 1) from None
+        return tmpl.execute(data)
+    except TemplateError as exc:
+        raise StatusError(f"template parsing error: {exc}", 1) from None
+
+
+def parse_template(text: str) -> Template:
+    """TEXT parsed, or docker's exit for a template that does not parse (status 64)."""
+    try:
+        return Template.parse(text)
+    except TemplateError as exc:
+        raise StatusError(f"template parsing error: {exc}", 64) from None
 
 
 def print_rows(fmt: str | None, default: str, headers: dict[str, str],
@@ -42,15 +40,7 @@ def print_rows(fmt: str | None, default: str, headers: dict[str, str],
     """docker's formatter.Format over rows of fields: the default table, `table TEMPLATE`,
     `json` (one object a line) or a template. Rows answer `.Label "key"` as docker's
     contexts do."""
-    from dockyard.cli.formatter import render as render_rows
-    from dockyard.cli.gotemplate import GoStruct
-
-    if fmt == "json":
-        for row in rows:
-            echo(go_json(row))
-        return
-
-    def struct(row: dict[str, Any]) -> Any:
+    def struct(row: dict[str, Any]) -> GoStruct:
         fields = dict(row)
         if labels:
             pairs = dict(kv.split("=", 1) if "=" in kv else (kv, "")
@@ -77,35 +67,3 @@ def go_time(epoch: float) -> str:
     sign = "+" if offset >= 0 else "-"
     return (time.strftime("%Y-%m-%d %H:%M:%S", t)
             + f" {sign}{abs(offset) // 3600:02d}{abs(offset) % 3600 // 60:02d} {t.tm_zone}")
-
-
-def go_quote(s: str) -> str:
-    """Go's strconv.Quote: double quotes, backslash escapes, printable runes kept."""
-    out = ['"']
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\v":
-            out.append("\\v")
-        elif not ch.isprintable():
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x80 else
-                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-

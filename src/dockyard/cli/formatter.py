@@ -81,22 +81,19 @@ def render(fmt: str | None, rows: Iterable[Any], default_table: str,
         text = fmt
     text = text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
     tmpl = _parse(text)
-    out: list[str] = []
-    try:
-        for row in rows:
-            out.append(tmpl.execute(row))
-            out.append("\n")
-    except TemplateError as e:
-        raise InvalidArgument(f"template parsing error: {e}") from None
+    out = _execute_each(tmpl, rows)
     if not table:
-        return "".join(out)
+        return out
     # docker ignores a header that fails to render and prints what it got.
     header = tmpl.execute_partial(headers or {}, HEADER_FUNCS)
-    return tabwrite(header + "\n" + "".join(out))
+    return tabwrite(header + "\n" + out)
 
 
 def inspect_format(fmt: str, items: Iterable[Any]) -> str:
-    tmpl = _parse(fmt)
+    return _execute_each(_parse(fmt), items)
+
+
+def _execute_each(tmpl: Template, items: Iterable[Any]) -> str:
     out: list[str] = []
     try:
         for item in items:

@@ -8,18 +8,26 @@ lower, upper, pad, truncate) are part of the default function map.
 Public API::
 
     Template.parse(text, funcs=None, name="") -> Template   # raises TemplateError
+    Template.option("missingkey=error") -> Template          # Go's Template.Option
     Template.execute(data, funcs=None) -> str                # raises TemplateError
     Template.execute_partial(data, funcs=None) -> str        # output up to an error
     TemplateError                # str(e) is Go's message: 'template: :1: function "foo" not defined'
     GoStruct(type_name, fields)  # a struct-like record for template data (see below)
     NO_VALUE                     # what a missing map key evaluates to ("<no value>")
+    TypedMap(mapping)            # a dict that is a map field of a typed Go struct (see below)
     format_value(v) -> str       # Go's fmt %v of a value
     go_json(v) -> str            # docker's {{json}}: Go's encoding/json, no HTML escaping
+    go_quote(s) -> str           # strconv.Quote
 
 How Python data maps onto Go's types:
 
-* dict is a Go map: ``.Key`` is the exact key, a missing key is ``<no value>``;
-  ``range`` and ``%v`` visit keys sorted, as Go does for maps.
+* dict is a Go map: ``.Key`` is the exact key, a missing key is ``<no value>`` (after
+  ``option("missingkey=zero")``, "" in a map of strings; after ``option("missingkey=error")``, the error
+  'map has no entry for key "Key"'); ``range`` and ``%v`` visit keys sorted, as Go does
+  for maps. A ``TypedMap`` is a dict standing for a map field of a typed struct (a
+  container's labels): its missing keys are ``<no value>`` whatever the option, because
+  docker executes inspect templates on its typed structs first and falls back to the
+  raw document with missingkey=error only when that fails.
 * list and tuple are slices, str is a string, int an int, float a float64, bool a bool,
   None a nil pointer (prints ``<nil>``).
 * ``GoStruct`` and any other object are structs: ``.Name`` is an attribute (a callable is
@@ -32,7 +40,9 @@ How Python data maps onto Go's types:
   the map's values are strings (docker's labels and options), nil otherwise.
 * ``json`` writes dict keys in insertion order (Engine API documents keep dockerd's
   struct order, and its maps arrive sorted) and GoStruct fields sorted, as docker's
-  formatter contexts marshal.
+  formatter contexts marshal. The function itself does not escape HTML (docker's encoder
+  turns that off), but a GoStruct is encoded with <, > and & as \\u003c, \\u003e and
+  \\u0026: docker's contexts marshal themselves with json.Marshal, which escapes them.
 
 ``funcs`` passed to ``parse`` add functions (name -> callable); ``funcs`` passed to
 ``execute`` replace functions of the same name for that run only (docker renders table
@@ -54,7 +64,8 @@ if TYPE_CHECKING:
     # A function: (callable, parameter kinds, kind of the variadic tail or None).
     _Sig = tuple[Callable[..., Any], tuple[str, ...], str | None]
 
-__all__ = ["Template", "TemplateError", "GoStruct", "NO_VALUE", "format_value", "go_json"]
+__all__ = ["Template", "TemplateError", "GoStruct", "NO_VALUE", "TypedMap", "format_value",
+           "go_json", "go_quote"]
 
 
 class TemplateError(Exception):
@@ -89,6 +100,24 @@ class GoStruct:
 
     def __repr__(self) -> str:
         return f"GoStruct({self.go_type!r}, {self.fields!r})"
+
+
+class TypedMap(dict):  # type: ignore[type-arg]
+    """A map field of a typed Go struct: a missing key is <no value> even under
+    missingkey=error (see the module's documentation). TypedMap.nil() is the nil map
+    (JSON null): empty, as Go reads it."""
+
+    __slots__ = ("is_nil",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_nil = False
+
+    @classmethod
+    def nil(cls) -> TypedMap:
+        m = cls()
+        m.is_nil = True
+        return m
 
 
 # ---------------------------------------------------------------------------
@@ -330,9 +359,9 @@ class _Lexer:
             q = p + 1
             while q < n and (_is_alnum(text[q]) or text[q] == "."):
                 q += 1
-            raise self.error(p, f"bad number syntax: {_go_quote(text[start:q])}")
+            raise self.error(p, f"bad number syntax: {go_quote(text[start:q])}")
         if p < n and _is_alnum(text[p]):
-            raise self.error(p, f"bad number syntax: {_go_quote(text[start:p + 1])}")
+            raise self.error(p, f"bad number syntax: {go_quote(text[start:p + 1])}")
         return p
 
 
@@ -355,7 +384,7 @@ class _Text(_Node):
         self.text = text
 
     def __str__(self) -> str:
-        return _go_quote(self.text)
+        return go_quote(self.text)
 
 
 class _Pipe(_Node):
@@ -437,7 +466,7 @@ class _TemplateCall(_Node):
 
     def __str__(self) -> str:
         tail = f" {self.pipe}" if self.pipe is not None else ""
-        return "{{template " + _go_quote(self.name) + tail + "}}"
+        return "{{template " + go_quote(self.name) + tail + "}}"
 
 
 class _Field(_Node):
@@ -561,7 +590,7 @@ def _parse_number(lit: str) -> tuple[Any, int | None] | str:
         return ord(s), ord(s)
     text = lit
     if text.endswith("i"):
-        return f"illegal number syntax: {_go_quote(lit)}"
+        return f"illegal number syntax: {go_quote(lit)}"
     body = text.lstrip("+-")
     neg = text.startswith("-")
     int_value: int | None = None
@@ -577,12 +606,12 @@ def _parse_number(lit: str) -> tuple[Any, int | None] | str:
     is_hex = len(body) > 2 and body[0] == "0" and body[1] in "xX"
     if int_value is not None:
         if not -(1 << 63) <= int_value < (1 << 64):
-            return f"integer overflow: {_go_quote(lit)}"
+            return f"integer overflow: {go_quote(lit)}"
         return int_value, int_value
     try:
         value = float.fromhex(text) if is_hex else float(text)
     except ValueError:
-        return f"illegal number syntax: {_go_quote(lit)}"
+        return f"illegal number syntax: {go_quote(lit)}"
     if value == value and abs(value) != float("inf") and value == int(value):
         int_value = int(value)
     return value, int_value
@@ -847,7 +876,7 @@ class _Parser:
             if isinstance(node, _Variable):
                 return _Variable(pos, node.idents + fields)
             if isinstance(node, _Literal):
-                raise self.error(f"unexpected . after term {_go_quote(str(node))}")
+                raise self.error(f"unexpected . after term {go_quote(str(node))}")
             return _Chain(pos, node, fields)
         return node
 
@@ -856,7 +885,7 @@ class _Parser:
         typ, val, pos = tok
         if typ == T_IDENT:
             if val not in self.funcs:
-                raise self.error(f"function {_go_quote(val)} not defined", tok)
+                raise self.error(f"function {go_quote(val)} not defined", tok)
             return _Ident(pos, val)
         if typ == T_DOT:
             return _Literal(pos, "dot", ".", None)
@@ -864,7 +893,7 @@ class _Parser:
             return _Literal(pos, "nil", "nil", None)
         if typ == T_VAR:
             if val not in self.vars:
-                raise self.error(f"undefined variable {_go_quote(val)}", tok)
+                raise self.error(f"undefined variable {go_quote(val)}", tok)
             return _Variable(pos, [val])
         if typ == T_FIELD:
             return _Field(pos, [val[1:]])
@@ -913,8 +942,8 @@ def _tok_str(tok: tuple[int, str, int]) -> str:
     if typ in (T_KEYWORD, T_DOT, T_NIL):
         return f"<{val}>"
     if len(val) > 10:
-        return _go_quote(val[:10]) + "..."
-    return _go_quote(val)
+        return go_quote(val[:10]) + "..."
+    return go_quote(val)
 
 
 # ---------------------------------------------------------------------------
@@ -1015,7 +1044,7 @@ def format_value(v: Any) -> str:
 
 def _fmt_v(v: Any, plus: bool, sharp: bool) -> str:
     if isinstance(v, str):
-        return _go_quote(v) if sharp else v
+        return go_quote(v) if sharp else v
     if v is None:
         return "<nil>"
     if v is NO_VALUE:
@@ -1042,7 +1071,7 @@ def _fmt_v(v: Any, plus: bool, sharp: bool) -> str:
     return str(v)
 
 
-def _go_quote(s: str, ascii_only: bool = False) -> str:
+def go_quote(s: str, ascii_only: bool = False) -> str:
     """strconv.Quote."""
     out = ['"']
     for c in s:
@@ -1066,27 +1095,30 @@ def _go_quote(s: str, ascii_only: bool = False) -> str:
 
 def go_json(v: Any) -> str:
     """docker's {{json}}: Go's encoding/json without HTML escaping and without the
-    encoder's trailing newline; an unencodable value (NaN) gives "" as docker's does."""
+    encoder's trailing newline; an unencodable value (NaN) gives "" as docker's does.
+    A GoStruct inside is encoded with HTML escaping, as json.Marshal in its MarshalJSON."""
     try:
-        return _json(v)
+        return _json(v, False)
     except ValueError:
         return ""
 
 
-def _json_str(s: str) -> str:
+def _json_str(s: str, html: bool) -> str:
     from json.encoder import encode_basestring
 
     out = encode_basestring(s)
     if "\u2028" in out or "\u2029" in out:
         out = out.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    if html:
+        out = out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return out
 
 
-def _json(v: Any) -> str:
+def _json(v: Any, html: bool) -> str:
     if v is None or v is NO_VALUE:
         return "null"
     if isinstance(v, str):
-        return _json_str(v)
+        return _json_str(v, html)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -1103,11 +1135,14 @@ def _json(v: Any) -> str:
             return s
         return _format_float(v, "f")
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_json(e) for e in v) + "]"
+        return "[" + ",".join(_json(e, html) for e in v) + "]"
+    if isinstance(v, TypedMap) and v.is_nil:
+        return "null"
     if isinstance(v, dict):
         # Insertion order: documents from the Engine API keep the field order of
         # dockerd's structs, and its maps arrive already sorted.
-        return "{" + ",".join(f"{_json_str(str(k))}:{_json(e)}" for k, e in v.items()) + "}"
+        return "{" + ",".join(f"{_json_str(str(k), html)}:{_json(e, html)}"
+                              for k, e in v.items()) + "}"
     if isinstance(v, GoStruct):
         # docker's formatter contexts encode as maps of their argument-less methods,
         # hence sorted keys.
@@ -1117,12 +1152,13 @@ def _json(v: Any) -> str:
                 if _arity(e) != (0, False):
                     continue
                 e = e()
-            items.append(f"{_json_str(k)}:{_json(e)}")
+            items.append(f"{_json_str(k, True)}:{_json(e, True)}")
         return "{" + ",".join(items) + "}"
     fields = getattr(type(v), "__dataclass_fields__", None)
     if fields is not None:
-        return "{" + ",".join(f"{_json_str(k)}:{_json(getattr(v, k))}" for k in fields) + "}"
-    return _json_str(str(v))
+        return "{" + ",".join(f"{_json_str(k, html)}:{_json(getattr(v, k), html)}"
+                              for k in fields) + "}"
+    return _json_str(str(v), html)
 
 
 # ---------------------------------------------------------------------------
@@ -1157,7 +1193,7 @@ def _fmt_int(v: int, verb: str, sp: _Spec) -> str:
         return _pad(chr(v) if 0 <= v <= 0x10FFFF else "\ufffd", sp.width, sp.minus)
     if verb == "q":
         c = chr(v) if 0 <= v <= 0x10FFFF else "\ufffd"
-        return _pad("'" + _go_quote(c)[1:-1].replace("\\\"", '"').replace("'", "\\'") + "'",
+        return _pad("'" + go_quote(c)[1:-1].replace("\\\"", '"').replace("'", "\\'") + "'",
                     sp.width, sp.minus)
     if verb == "U":
         s = f"U+{v:04X}"
@@ -1226,7 +1262,7 @@ def _fmt_str(v: str, verb: str, sp: _Spec) -> str:
         if sp.sharp and "`" not in s and all(c.isprintable() or c == "\t" for c in s):
             s = "`" + s + "`"
         else:
-            s = _go_quote(s, ascii_only=sp.plus)
+            s = go_quote(s, ascii_only=sp.plus)
     else:
         data = v.encode()
         if sp.prec is not None:
@@ -1377,7 +1413,7 @@ def _sprintf(fmt: str, args: list[Any]) -> str:
         arg = args[argi]
         argi += 1
         if verb == "v" and sp.sharp and isinstance(arg, str):
-            out.append(_pad(_go_quote(arg), sp.width, sp.minus))
+            out.append(_pad(go_quote(arg), sp.width, sp.minus))
         else:
             out.append(_fmt_arg(arg, verb, sp))
     if not reordered and argi < nargs:
@@ -1679,12 +1715,13 @@ class _Continue(Exception):
 
 
 class _Exec:
-    __slots__ = ("tmpl", "funcs", "vars", "node", "out", "current", "depth")
+    __slots__ = ("tmpl", "funcs", "vars", "node", "out", "current", "depth", "missing")
 
     def __init__(self, tmpl: Template, funcs: dict[str, _Sig], data: Any) -> None:
         self.tmpl = tmpl
         self.current = tmpl.name
         self.depth = 0
+        self.missing = tmpl.missing_key
         self.funcs = funcs
         self.vars: list[list[Any]] = [["$", data]]
         self.node: _Node | None = None
@@ -1700,7 +1737,7 @@ class _Exec:
         col = pos if nl < 0 else pos - nl - 1
         line = text.count("\n", 0, pos) + 1
         where = f"{self.tmpl.name}:{line}:{col}"
-        return TemplateError(f"template: {where}: executing {_go_quote(name)} "
+        return TemplateError(f"template: {where}: executing {go_quote(name)} "
                              f"at <{self.node}>: {msg}")
 
     # walking ---------------------------------------------------------------
@@ -1727,7 +1764,7 @@ class _Exec:
         self.node = node
         body = self.tmpl.defs.get(node.name)
         if body is None:
-            raise self.error(f"template {_go_quote(node.name)} not defined")
+            raise self.error(f"template {go_quote(node.name)} not defined")
         if self.depth >= _MAX_DEPTH:
             raise self.error(f"exceeded maximum template depth ({_MAX_DEPTH})")
         value = self.pipeline(dot, node.pipe) if node.pipe is not None else NO_VALUE
@@ -1893,7 +1930,15 @@ class _Exec:
         if isinstance(receiver, dict):
             if has_args:
                 raise self.error(f"{name} is not a method but has arguments")
-            return receiver.get(name, NO_VALUE)
+            value = receiver.get(name, _ABSENT)
+            if value is not _ABSENT:
+                return value
+            if self.missing == "error" and not isinstance(receiver, TypedMap):
+                raise self.error(f"map has no entry for key {go_quote(name)}")
+            if self.missing == "zero" and all(isinstance(e, str) for e in receiver.values()):
+                return ""  # a string map's zero value, as index gives
+            # An interface map's zero value prints as a missing one (Go issue 24963).
+            return NO_VALUE
         if isinstance(receiver, GoStruct):
             value = receiver.fields.get(name, _ABSENT)
         elif isinstance(receiver, (str, int, float, bool, list, tuple)) or name.startswith("_"):
@@ -1916,7 +1961,7 @@ class _Exec:
         self.node = node
         sig = self.funcs.get(node.name)
         if sig is None:
-            raise self.error(f"{_go_quote(node.name)} is not a defined function")
+            raise self.error(f"{go_quote(node.name)} is not a defined function")
         return self.call(dot, sig[0], sig, cmd, node.name, args, final)
 
     def call(self, dot: Any, fn: Callable[..., Any], sig: _Sig, node: _Node, name: str,
@@ -2019,7 +2064,7 @@ class _Exec:
 class Template:
     """A parsed template; parse once, execute for each value."""
 
-    __slots__ = ("name", "text", "nodes", "funcs", "defs")
+    __slots__ = ("name", "text", "nodes", "funcs", "defs", "missing_key")
 
     def __init__(self, name: str, text: str, nodes: list[_Node], funcs: dict[str, _Sig]) -> None:
         self.name = name
@@ -2028,6 +2073,19 @@ class Template:
         self.funcs = funcs
         # Templates named by {{define}} and {{block}}.
         self.defs: dict[str, list[_Node]] = {}
+        # What a missing map key gives: "default" (<no value>), "zero" or "error".
+        self.missing_key = "default"
+
+    def option(self, *options: str) -> Template:
+        """Go's Template.Option; only "missingkey=..." exists. Returns the template."""
+        for opt in options:
+            key, sep, value = opt.partition("=")
+            if not sep or key != "missingkey":
+                raise ValueError(f"unrecognized option: {opt}")
+            if value not in ("default", "invalid", "zero", "error"):
+                raise ValueError(f"unrecognized option: {opt}")
+            self.missing_key = "default" if value == "invalid" else value
+        return self
 
     @classmethod
     def parse(cls, text: str, funcs: dict[str, Callable[..., Any]] | None = None,

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from dockyard.cli.command import Command, Group, StatusError, exact_args, min_args
+from dockyard.cli.command import (Command, Group, StatusError, confirm, exact_args, min_args,
+                                  print_pruned)
 from dockyard.cli.connection import client
 from dockyard.cli.containers import error_line, parse_filters
-from dockyard.cli.format import ellipsis, go_time, human_duration, human_size, print_rows, truncate_id
+from dockyard.cli.format import go_time, print_rows
+from dockyard.cli.formatter import ellipsis, human_duration, human_size, truncate_id
 from dockyard.errors import DockyardError
 
 _IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
@@ -332,27 +334,18 @@ def history(fmt: str | None, human: bool, no_trunc: bool, quiet: bool,
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def prune(all_: bool, filters: tuple[str, ...], force: bool) -> None:
     """Remove unused images"""
-    if not force:
-        warning = ("WARNING! This will remove all images without at least one container "
+    if not confirm("WARNING! This will remove all images without at least one container "
                    "associated to them." if all_ else
-                   "WARNING! This will remove all dangling images.")
-        click.echo(f"{warning}\nAre you sure you want to continue? [y/N] ", nl=False)
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            return
+                   "WARNING! This will remove all dangling images.", force):
+        return
     flt = parse_filters(filters)
     if all_:
         flt["dangling"] = ["false"]
     report = client().images.prune(flt)
-    deleted = report.get("ImagesDeleted") or []
-    if deleted:
-        click.echo("Deleted Images:")
-        for item in deleted:
-            for key in ("Untagged", "Deleted"):
-                if key in item:
-                    click.echo(f"{key.lower()}: {item[key]}")
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed', 0), 4)}")
+    print_pruned("Deleted Images:", [f"{key.lower()}: {item[key]}"
+                                     for item in report.get("ImagesDeleted") or []
+                                     for key in ("Untagged", "Deleted") if key in item],
+                 report.get("SpaceReclaimed", 0))
 
 
 @click.group(cls=Group)

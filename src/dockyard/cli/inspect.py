@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import click
 
 from dockyard.cli.command import Command, StatusError, min_args
+from dockyard.cli.formatter import JSON_KEY
+from dockyard.cli.gotemplate import TemplateError, TypedMap
 from dockyard.cli.connection import client
 from dockyard.errors import DockyardError, NotFound
 
@@ -16,9 +19,10 @@ _TYPES = ("config", "container", "image", "network", "node", "plugin", "secret",
           "task", "volume")
 
 
-def go_indent(raw: bytes, indent: str = "    ") -> str:
+def go_indent(raw: bytes, indent: str | None = "    ") -> str:
     """Go's json.Indent: whitespace re-laid, every token (strings with their escapes,
-    numbers as written) kept byte for byte; empty arrays and objects stay `[]` and `{}`."""
+    numbers as written) kept byte for byte; empty arrays and objects stay `[]` and `{}`.
+    INDENT None is Go's json.Compact: no whitespace at all."""
     src = raw.decode("utf-8")
     out: list[str] = []
     depth = 0
@@ -26,7 +30,8 @@ def go_indent(raw: bytes, indent: str = "    ") -> str:
     need_newline = False  # just opened a container: newline goes before its first item
 
     def newline() -> None:
-        out.append("\n" + indent * depth)
+        if indent is not None:
+            out.append("\n" + indent * depth)
 
     while i < n:
         ch = src[i]
@@ -58,7 +63,7 @@ def go_indent(raw: bytes, indent: str = "    ") -> str:
             out.append(",")
             newline()
         elif ch == ":":
-            out.append(": ")
+            out.append(": " if indent is not None else ":")
         else:
             j = i
             while j < n and src[j] not in ' \t\r\n,]}:"':
@@ -92,8 +97,7 @@ def run_inspect(names: tuple[str, ...], fmt: str | None, kind: str | None,
         raise StatusError(f'unknown type: "{kind}": must be one of '
                           + ", ".join(f'"{t}"' for t in _TYPES), 1)
     getters = _getters(kind, size)
-    docs: list[bytes] = []
-    errors: list[str] = []
+    found: list[bytes | str] = []
     for name in names:
         doc = None
         last: DockyardError | None = None
@@ -105,18 +109,66 @@ def run_inspect(names: tuple[str, ...], fmt: str | None, kind: str | None,
                 last = exc
         if doc is None:
             if kind is None or last is None:
-                errors.append(f"Error: No such object: {name}")
+                found.append(f"Error: No such object: {name}")
             else:
-                errors.append(f"Error response from daemon: {last}")
+                found.append(f"Error response from daemon: {last}")
             continue
-        docs.append(doc)
-    if fmt:
-        from dockyard.cli.format import render
+        found.append(doc)
+    print_documents(found, fmt)
 
-        for doc in docs:
-            click.echo(render(fmt, json.loads(doc)))
-    else:
+
+# Go maps among the fields of docker's typed inspect structs (a container's, an image's,
+# a network's, a volume's), by field name; ("LogConfig", "Config") is the one map whose
+# name is also a struct's.
+_MAP_FIELDS = frozenset(("Labels", "ExposedPorts", "Volumes", "Sysctls", "StorageOpt", "Tmpfs",
+                         "PortBindings", "Annotations", "Ports", "Networks", "Data", "DriverOpts",
+                         "Options", "Containers", "Status", "Peers"))
+
+
+def _typed(value: Any, name: str = "", parent: str = "") -> Any:
+    """VALUE (a decoded inspect document) with the dicts that docker's typed structs hold
+    as maps made TypedMaps: their missing keys print <no value> where a struct's missing
+    field fails."""
+    if isinstance(value, list):
+        return [_typed(v, name, parent) for v in value]
+    is_map = name in _MAP_FIELDS or (parent, name) == ("LogConfig", "Config")
+    if value is None and is_map:
+        return TypedMap.nil()
+    if not isinstance(value, dict):
+        return value
+    items = {k: _typed(v, k if not is_map else "", name) for k, v in value.items()}
+    return TypedMap(items) if is_map else items
+
+
+def print_documents(found: list[bytes | str], fmt: str | None) -> None:
+    """docker's inspect output of FOUND, each a raw document or the error of a name that
+    was not found: the documents indented as one JSON array; with -f json, compacted onto
+    one line; with a template, each rendered on its line (a document the template fails
+    on prints nothing and its error takes its place among the errors). When no line comes
+    out docker still prints an empty one. Errors end the command, status 1."""
+    docs = [d for d in found if isinstance(d, bytes)]
+    errors = [e for e in found if isinstance(e, str)]
+    if not fmt:
         click.echo(go_indent(b"[" + b",".join(d.strip() for d in docs) + b"]"))
+    elif fmt == JSON_KEY:
+        click.echo(go_indent(b"[" + b",".join(d.strip() for d in docs) + b"]", None))
+    else:
+        from dockyard.cli.format import parse_template
+
+        # docker runs inspect templates on its typed structs, falling back to the raw
+        # document with missingkey=error (TypedMap stands for the first step).
+        tmpl = parse_template(fmt).option("missingkey=error")
+        out: list[str] = []
+        errors = []
+        for item in found:
+            if isinstance(item, str):
+                errors.append(item)
+                continue
+            try:
+                out.append(tmpl.execute(_typed(json.loads(item))) + "\n")
+            except TemplateError as exc:
+                errors.append(f"template parsing error: {exc}")
+        click.echo("".join(out) or "\n", nl=False)
     if errors:
         raise StatusError("\n".join(errors), 1)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dockyard.cli.command import StatusError
+from dockyard.cli.command import BoolFlags, StatusError
 from dockyard.errors import DockyardError
 
 # command name -> (module, attribute): imported only when the command runs.
@@ -60,7 +60,7 @@ _COMMANDS = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(BoolFlags, click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
@@ -141,7 +141,9 @@ def _usage_error(e: click.UsageError) -> int:
         if isinstance(ctx.command, Command):
             usage = ctx.command.usage_line(ctx)
         elif isinstance(ctx.command, click.Group):
-            usage = f"Usage:  {ctx.command_path} [OPTIONS] COMMAND"
+            # docker's: "docker [OPTIONS] COMMAND [ARG...]", "docker container".
+            usage = (f"Usage:  {ctx.command_path} [OPTIONS] COMMAND [ARG...]"
+                     if ctx.parent is None else f"Usage:  {ctx.command_path}")
         else:
             usage = ctx.get_usage().replace("Usage: ", "Usage:  ", 1)
     path = ctx.command_path if ctx is not None else "dockyard"

@@ -4,12 +4,11 @@ removing and pruning through the Engine API."""
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import click
 
-from dockyard.cli.command import Command, Group, StatusError, min_args
+from dockyard.cli.command import Command, Group, StatusError, confirm, min_args, print_pruned
 from dockyard.cli.connection import client
 from dockyard.cli.containers import for_each, parse_filters
 from dockyard.errors import DockyardError
@@ -33,36 +32,18 @@ def _labels(labels: dict[str, str] | None) -> str:
 
 
 def _inspect(kind: str, names: tuple[str, ...], fmt: str | None) -> None:
-    from dockyard.cli.inspect import go_indent
+    from dockyard.cli.containers import error_line
+    from dockyard.cli.inspect import print_documents
 
     cl = client()
     get = cl.networks.inspect_raw if kind == "network" else cl.volumes.inspect_raw
-    docs, errors = [], []
+    found: list[bytes | str] = []
     for name in names:
         try:
-            docs.append(get(name))
+            found.append(get(name))
         except DockyardError as exc:
-            from dockyard.cli.containers import error_line
-
-            errors.append(error_line(exc))
-    if fmt:
-        import json
-
-        from dockyard.cli.format import render
-
-        for doc in docs:
-            click.echo(render(fmt, json.loads(doc)))
-    else:
-        click.echo(go_indent(b"[" + b",".join(d.strip() for d in docs) + b"]"))
-    if errors:
-        raise StatusError("\n".join(errors), 1)
-
-
-def _confirm(warning: str, force: bool) -> bool:
-    if force:
-        return True
-    click.echo(f"{warning}\nAre you sure you want to continue? [y/N] ", nl=False)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+            found.append(error_line(exc))
+    print_documents(found, fmt)
 
 
 # -- networks -------------------------------------------------------------------------
@@ -73,7 +54,7 @@ _NET_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope":
 
 
 def _net_row(n: dict[str, Any], trunc: bool) -> dict[str, Any]:
-    from dockyard.cli.format import truncate_id
+    from dockyard.cli.formatter import truncate_id
 
     def flag(v: Any) -> str:
         return "true" if v else "false"
@@ -149,15 +130,12 @@ def network_rm(names: tuple[str, ...]) -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def network_prune(filters: tuple[str, ...], force: bool) -> None:
     """Remove all unused networks"""
-    if not _confirm("WARNING! This will remove all custom networks not used by at least one "
-                    "container.", force):
+    if not confirm("WARNING! This will remove all custom networks not used by at least one "
+                   "container.", force):
         return
-    deleted = client().networks.prune(parse_filters(filters)).get("NetworksDeleted") or []
-    if deleted:
-        click.echo("Deleted Networks:")
-        for name in deleted:
-            click.echo(name)
-        click.echo("")
+    print_pruned("Deleted Networks:",
+                 client().networks.prune(parse_filters(filters)).get("NetworksDeleted") or [],
+                 None)
 
 
 # -- volumes --------------------------------------------------------------------------
@@ -168,7 +146,7 @@ _VOL_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE",
 
 
 def _vol_row(v: dict[str, Any]) -> dict[str, Any]:
-    from dockyard.cli.format import human_size
+    from dockyard.cli.formatter import human_size
 
     usage = v.get("UsageData") or {}
     return {"Availability": "N/A", "Driver": v.get("Driver", ""), "Group": "N/A",
@@ -250,19 +228,12 @@ def volume_rm(force: bool, names: tuple[str, ...]) -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def volume_prune(all_: bool, filters: tuple[str, ...], force: bool) -> None:
     """Remove unused local volumes"""
-    from dockyard.cli.format import human_size
-
-    if not _confirm("WARNING! This will remove anonymous local volumes not used by at least "
-                    "one container.", force):
+    if not confirm("WARNING! This will remove anonymous local volumes not used by at least "
+                   "one container.", force):
         return
     flt = parse_filters(filters)
     if all_:
         flt["all"] = ["true"]
     report = client().volumes.prune(flt)
-    deleted = report.get("VolumesDeleted") or []
-    if deleted:
-        click.echo("Deleted Volumes:")
-        for name in deleted:
-            click.echo(name)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed', 0), 4)}")
+    print_pruned("Deleted Volumes:", report.get("VolumesDeleted") or [],
+                 report.get("SpaceReclaimed", 0))

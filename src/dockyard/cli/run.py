@@ -13,6 +13,7 @@ import click
 from dockyard.cli.command import Bytes, Command, Duration, FlagValue, GoInt, StatusError, min_args
 from dockyard.cli.connection import client
 from dockyard.cli.containers import env_list
+from dockyard.cli.streams import tty_size
 from dockyard.errors import DockyardError, NotFound
 
 
@@ -251,7 +252,8 @@ def build_config(o: dict[str, Any], image: str, cmd: list[str], detach: bool) ->
         "AutoRemove": o["rm"],
         "VolumeDriver": "",
         "VolumesFrom": list(o["volumes_from"]) or None,
-        "ConsoleSize": [0, 0],
+        # As docker: a TTY starts at our terminal's size (then follows it once attached).
+        "ConsoleSize": tty_size() if o["tty"] else [0, 0],
         "CapAdd": [_capability(c) for c in o["cap_add"]] or None,
         "CapDrop": [_capability(c) for c in o["cap_drop"]] or None,
         "CgroupnsMode": o["cgroupns"] or "",
@@ -399,7 +401,7 @@ def start_error_status(message: str) -> int:
 
 @click.command(cls=Command, usage="[OPTIONS] IMAGE [COMMAND] [ARG...]", interspersed=False)
 @click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID")
-@click.option("--sig-proxy", type=click.BOOL, default=True, metavar="",
+@click.option("--sig-proxy", is_flag=True, default=True, flag_value=True,
               help="Proxy received signals to the process (default true)")
 @_options
 @click.argument("args", nargs=-1, callback=min_args(1))

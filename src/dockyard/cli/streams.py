@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from dockyard.client.http import Response
 
 
+def tty_size() -> list[int]:
+    """docker's Out().GetTtySize(): our standard output's [height, width], [0, 0] when it
+    is not a terminal. Sent with a TTY's create or exec, so that the container's first
+    output already sees the right size, and on every resize."""
+    import os
+
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return [0, 0]
+    return [size.lines, size.columns]
+
+
 def copy_frames(resp: Response, tty: bool) -> None:
     """stdout frames to our stdout, stderr frames to our stderr, as they arrive."""
     out: BinaryIO = sys.stdout.buffer
@@ -168,17 +181,14 @@ class _Terminal:
         tty.setraw(fd)
 
     def resize(self) -> None:
-        import os
-
-        try:
-            size = os.get_terminal_size(sys.stdin.fileno())
-        except OSError:
+        height, width = tty_size()
+        if not height and not width:
             return
         try:
             if self.exec_id is not None:
-                self.cl.execs.resize(self.exec_id, size.lines, size.columns)
+                self.cl.execs.resize(self.exec_id, height, width)
             else:
-                self.cl.containers.resize(self.container, size.lines, size.columns)
+                self.cl.containers.resize(self.container, height, width)
         except DockyardError:
             pass  # the container may have ended already
 
@@ -199,10 +209,11 @@ class _Terminal:
 
 
 def exec_attached(cl: Client, exec_id: str, container: str, *, tty: bool, stdin: bool,
-                  detach_keys: str | None = None) -> int:
-    """Start an exec on a hijacked connection, relay its stdio, and answer its exit code."""
+                  detach_keys: str | None = None, console_size: list[int] | None = None) -> int:
+    """Start an exec on a hijacked connection (at CONSOLE_SIZE, [height, width], with a
+    TTY), relay its stdio, and answer its exit code."""
     terminal = _Terminal(cl, container, exec_id) if tty and stdin and sys.stdin.isatty() else None
-    resp = cl.execs.start(exec_id, tty=tty)
+    resp = cl.execs.start(exec_id, tty=tty, console_size=console_size)
     assert resp is not None
     with resp:
         try:

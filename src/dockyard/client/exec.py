@@ -18,10 +18,14 @@ class Execs:
     def create(self, container: str, config: dict[str, Any]) -> str:
         return self.http.post_json(f"/containers/{container}/exec", json_body=config)["Id"]
 
-    def start(self, exec_id: str, detach: bool = False, tty: bool = False) -> Response | None:
+    def start(self, exec_id: str, detach: bool = False, tty: bool = False,
+              console_size: list[int] | None = None) -> Response | None:
         """Detached: None once started. Attached: the hijacked stream, to read with
-        Response.iter_frames(tty) and to write stdin on."""
-        body = {"Detach": detach, "Tty": tty}
+        Response.iter_frames(tty) and to write stdin on. CONSOLE_SIZE is the TTY's
+        initial [height, width]."""
+        body: dict[str, Any] = {"Detach": detach, "Tty": tty}
+        if console_size is not None:
+            body["ConsoleSize"] = console_size
         if detach:
             with self.http.request("POST", f"/exec/{exec_id}/start", json_body=body) as r:
                 r.read()
