@@ -138,13 +138,25 @@ class Group(BoolFlags, click.Group):
 
     command_class = Command
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, usage: str = "", **kwargs: Any) -> None:
+        # usage: what docker's use line has after the name (`volume COMMAND`), shown when
+        # a subcommand is unknown.
         kwargs.setdefault("context_settings", {}).update(
             {"allow_interspersed_args": False, "help_option_names": ["--help"]})
         super().__init__(*args, **kwargs)
+        self.usage = usage
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write(f"Usage:  {ctx.command_path} COMMAND\n")
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            path = ctx.command_path
+            usage = f"{path} {self.usage}" if self.usage else path
+            raise StatusError(f"dockyard: unknown command: {path} {name}\n\nUsage:  {usage}\n\n"
+                              f"Run '{path} --help' for more information", 1)
+        return super().resolve_command(ctx, args)
 
 
 def min_args(n: int) -> Any:
@@ -157,6 +169,14 @@ def min_args(n: int) -> Any:
         return value
 
     return check
+
+
+def no_args(ctx: click.Context, param: click.Parameter,
+            value: tuple[str, ...]) -> tuple[str, ...]:
+    """For a command taking no positional arguments: docker's message when some are given."""
+    if value:
+        raise ArgumentCountError(ctx, f"'{ctx.command_path}' accepts no arguments", footer="Run")
+    return value
 
 
 def exact_args(n: int) -> Any:

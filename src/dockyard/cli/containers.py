@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from dockyard.cli.command import (Command, GoInt, Group, StatusError, confirm, exact_args,
-                                  min_args, print_pruned)
+from dockyard.cli.command import (ArgumentCountError, Command, GoInt, Group, StatusError,
+                                  confirm, exact_args, min_args, print_pruned)
 from dockyard.cli.connection import client
 from dockyard.cli.format import go_time, print_rows
 from dockyard.cli.formatter import ellipsis, human_duration, human_size, truncate_id
@@ -477,6 +477,72 @@ def prune(filters: tuple[str, ...], force: bool) -> None:
 
 
 for _name, _cmd in (("top", top), ("export", export), ("commit", commit), ("prune", prune)):
+    container.add_command(_cmd, _name)
+
+
+_CHANGE_KINDS = {0: "C", 1: "A", 2: "D"}
+
+
+@click.command(cls=Command, usage="CONTAINER")
+@click.argument("names", nargs=-1, callback=exact_args(1))
+def diff(names: tuple[str, ...]) -> None:
+    """Inspect changes to files or directories on a container's filesystem"""
+    for change in client().containers.changes(names[0]):
+        click.echo(f"{_CHANGE_KINDS.get(change.get('Kind'), '?')} {change.get('Path', '')}")
+
+
+def _port_number(text: str) -> None:
+    """Check a port as Go's strconv.ParseUint(text, 10, 16) does, in docker's words."""
+    import re
+
+    if not re.fullmatch(r"[0-9]+", text):
+        reason = "invalid syntax"
+    elif int(text) > 0xFFFF:
+        reason = "value out of range"
+    else:
+        return
+    raise StatusError(f'Error: invalid port ({text}): strconv.ParseUint: parsing "{text}": '
+                      f"{reason}", 1)
+
+
+def _host_port(binding: dict[str, Any]) -> str:
+    """Go's net.JoinHostPort: an IPv6 address in brackets."""
+    ip = binding.get("HostIp", "")
+    return f"[{ip}]:{binding.get('HostPort', '')}" if ":" in ip else f"{ip}:{binding.get('HostPort', '')}"
+
+
+def _natural_key(text: str) -> list[Any]:
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"([0-9]+)", text)]
+
+
+@click.command(cls=Command, usage="CONTAINER [PRIVATE_PORT[/PROTO]]")
+@click.argument("args", nargs=-1)
+def port(args: tuple[str, ...]) -> None:
+    """List port mappings or a specific mapping for the container"""
+    if not 1 <= len(args) <= 2:
+        raise ArgumentCountError(click.get_current_context(),
+                                 f"'{click.get_current_context().command_path}' requires at "
+                                 "least 1 and at most 2 arguments", footer="Run")
+    name = args[0]
+    ports = (client().containers.inspect(name).get("NetworkSettings") or {}).get("Ports") or {}
+    out: list[str] = []
+    if len(args) == 2:
+        number, sep, proto = args[1].partition("/")
+        _port_number(number)
+        bindings = ports.get(f"{number}/{proto or 'tcp'}")
+        if not bindings:
+            raise StatusError(f"Error: No public port '{args[1]}' published for {name}", 1)
+        out = [_host_port(b) for b in bindings]
+    else:
+        out = [f"{private} -> {_host_port(b)}" for private, bindings in ports.items()
+               for b in bindings or []]
+    for line in sorted(out, key=_natural_key):
+        click.echo(line)
+
+
+for _name, _cmd in (("diff", diff), ("port", port)):
     container.add_command(_cmd, _name)
 
 

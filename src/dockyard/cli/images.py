@@ -122,28 +122,146 @@ def images(all_: bool, digests: bool, filters: tuple[str, ...], fmt: str | None,
                click.echo, "*formatter.ImageContext", labels=False)
 
 
+def _progress_text(detail: dict[str, Any], width: int, now: float) -> str:
+    """jsonmessage's progress for a terminal: a bar (on a wide terminal), the sizes and
+    the time left."""
+    current = int(detail.get("current") or 0)
+    total = int(detail.get("total") or 0)
+    units = detail.get("units") or ""
+    if current <= 0 and total <= 0:
+        return ""
+    if total <= 0:
+        return f"{human_size(current, 4):>8}" if not units else f"{current} {units}"
+    percentage = min(int(current / total * 100) // 2, 50)
+    bar = ""
+    if width > 110:
+        bar = f"[{'=' * percentage}>{' ' * max(50 - percentage, 0)}] "
+    numbers = ""
+    if detail.get("hidecounts"):
+        pass
+    elif not units:
+        numbers = f"{human_size(current, 4):>8}/{human_size(total, 4)}"
+        if current > total:
+            numbers = f"{human_size(current, 4):>8}"
+    else:
+        numbers = f"{current}/{total} {units}"
+        if current > total:
+            numbers = f"{current} {units}"
+    left = ""
+    start = int(detail.get("start") or 0)
+    if current > 0 and start > 0 and percentage < 50:
+        remaining = (total - current) * (now - start) / current
+        left = " " + _go_duration(round(remaining))
+    return bar + numbers + left
+
+
+def _go_duration(seconds: int) -> str:
+    """Go's time.Duration.String() of whole seconds: 1h2m3s, 4m0s, 5s."""
+    hours, rest = divmod(max(seconds, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _has_progress(m: dict[str, Any]) -> bool:
+    """Whether Go's decoding gives the message a progress (any progressDetail object)."""
+    return isinstance(m.get("progressDetail"), dict)
+
+
+def _message_error(m: dict[str, Any]) -> str | None:
+    if m.get("error") or m.get("errorDetail"):
+        return m.get("error") or (m.get("errorDetail") or {}).get("message", "")
+    return None
+
+
+def _display_terminal(messages: Iterator[dict[str, Any]], out: Any) -> list[str]:
+    """docker's jsonmessage display on a terminal: a line per layer id, rewritten in
+    place (cursor up to it, erase, write, cursor back down) as its progress changes."""
+    import os
+
+    try:
+        width = os.get_terminal_size(out.fileno()).columns
+    except (OSError, ValueError):
+        width = 200
+    streamed: list[str] = []
+    lines: dict[str, int] = {}
+    for m in messages:
+        err = _message_error(m)
+        if err is not None:
+            out.flush()
+            raise StatusError(f"Error response from daemon: {err}", 1)
+        if "aux" in m:
+            continue
+        ident = m.get("id") or ""
+        progress = _has_progress(m)
+        up = 0
+        if ident and (progress or m.get("progress")):
+            if ident not in lines:
+                lines[ident] = len(lines)
+                out.write("\n")
+            up = len(lines) - lines[ident]
+            if up:
+                out.write(f"\x1b[{up}A")
+        else:
+            # Anything else ends the block of lines being redrawn.
+            lines = {}
+        stream = m.get("stream")
+        end = ""
+        if stream is None and progress:
+            out.write("\x1b[2K\r")
+            end = "\r"
+        if ident:
+            out.write(f"{ident}: ")
+        if m.get("from"):
+            out.write(f"(from {m['from']}) ")
+        status = m.get("status", "")
+        if progress:
+            out.write(f"{status} {_progress_text(m['progressDetail'], width, time.time())}{end}")
+        elif m.get("progress"):
+            out.write(f"{status} {m['progress']}{end}")
+        elif stream is not None:
+            streamed.append(stream)
+            out.write(f"{stream}{end}")
+        else:
+            out.write(f"{status}{end}\n")
+        if ident and up:
+            out.write(f"\x1b[{up}B")
+        out.flush()
+    return streamed
+
+
 def show_progress(messages: Iterator[dict[str, Any]], quiet: bool = False) -> list[str]:
-    """docker's jsonmessage display for a pipe: one line a message, progress bars left
-    out; an error message ends the stream as the daemon's error. The `stream` texts
-    (load's "Loaded image: ...") are returned as well as printed."""
+    """docker's jsonmessage display: redrawn in place on a terminal; for a pipe one line
+    a message, progress bars left out. An error message ends the stream as the daemon's
+    error. The `stream` texts (load's "Loaded image: ...") are returned as well as
+    printed."""
+    if not quiet and sys.stdout.isatty():
+        return _display_terminal(messages, sys.stdout)
     streamed = []
     for m in messages:
-        if m.get("error") or m.get("errorDetail"):
-            msg = m.get("error") or (m.get("errorDetail") or {}).get("message", "")
-            raise StatusError(f"Error response from daemon: {msg}", 1)
+        err = _message_error(m)
+        if err is not None:
+            raise StatusError(f"Error response from daemon: {err}", 1)
         if "stream" in m:
             streamed.append(m["stream"])
             if not quiet:
                 click.echo(m["stream"], nl=False)
             continue
-        if quiet or (m.get("progressDetail") and m["progressDetail"].get("total")):
+        detail = m.get("progressDetail") or {}
+        if quiet or "aux" in m or (int(detail.get("current") or 0) > 0
+                                   or int(detail.get("total") or 0) > 0):
+            # A progress bar is for terminals only.
             continue
         status = m.get("status", "")
-        if not status:
-            continue
-        line = f"{m['id']}: {status}" if m.get("id") else status
-        if m.get("progress") and not m.get("progressDetail"):
-            line += f" {m['progress']}"
+        line = (f"{m['id']}: " if m.get("id") else "") + (
+            f"(from {m['from']}) " if m.get("from") else "")
+        if m.get("progress"):
+            line += f"{status} {m['progress']}"
+        else:
+            line += status
         click.echo(line)
     return streamed
 
@@ -290,6 +408,54 @@ def load(input_: str | None, quiet: bool) -> None:
     show_progress(client().images.load(chunks(), quiet), quiet=False)
 
 
+@click.command(cls=Command, usage="[OPTIONS] file|URL|- [REPOSITORY[:TAG]]")
+@click.option("-c", "--change", multiple=True, metavar="list",
+              help="Apply Dockerfile instruction to the created image")
+@click.option("-m", "--message", metavar="string", help="Set commit message for imported image")
+@click.option("--platform", metavar="string", help="Set platform if server is multi-platform capable")
+@click.argument("args", nargs=-1, callback=min_args(1))
+def import_(change: tuple[str, ...], message: str | None, platform: str | None,
+            args: tuple[str, ...]) -> None:
+    """Import the contents from a tarball to create a filesystem image"""
+    source = args[0]
+    repo = args[1] if len(args) > 1 else None
+    if repo:
+        from dockyard.image.reference import parse_normalized
+
+        try:
+            parse_normalized(repo)
+        except DockyardError as exc:
+            raise StatusError(str(exc), 1) from None
+    data: Iterator[bytes] | None = None
+    if source == "-":
+        data = _chunks(sys.stdin.buffer, close=False)
+    elif not source.startswith(("http://", "https://")):
+        try:
+            f = open(source, "rb")
+        except OSError as exc:
+            raise StatusError(f"open {source}: {(exc.strerror or str(exc)).lower()}", 1) from None
+        data = _chunks(f, close=True)
+        source = "-"
+    show_progress(client().images.import_image(source, data, repo, message, list(change),
+                                               platform))
+
+
+import_.name = "import"
+
+
+def _chunks(f: Any, close: bool) -> Iterator[bytes]:
+    """F read in pieces, for a streamed request body."""
+    try:
+        while True:
+            data = f.read(1 << 20)
+            if not data:
+                return
+            yield data
+    finally:
+        if close:
+            f.close()
+
+
 @click.command(cls=Command, usage="[OPTIONS] IMAGE")
 @click.option("--format", "fmt", metavar="string", help="Format output using a custom template")
 @click.option("-H", "--human", default=True, type=bool, show_default=True,
@@ -354,7 +520,8 @@ def image() -> None:
 
 
 for _name, _cmd in (("ls", images), ("pull", pull), ("push", push), ("tag", tag), ("rm", rmi),
-                    ("save", save), ("load", load), ("history", history), ("prune", prune)):
+                    ("save", save), ("load", load), ("history", history), ("prune", prune),
+                    ("import", import_)):
     image.add_command(_cmd, _name)
 
 

@@ -158,7 +158,7 @@ def _vol_row(v: dict[str, Any]) -> dict[str, Any]:
             "Status": "N/A"}
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, usage="COMMAND")
 def volume() -> None:
     """Manage volumes"""
 

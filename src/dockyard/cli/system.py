@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from dockyard.cli.command import Command, Group
+from dockyard.cli.command import Command, FlagValue, Group, StatusError, no_args
 from dockyard.cli.connection import Connection, client
 from dockyard.errors import DockyardError
 
@@ -306,3 +306,72 @@ def df(fmt: str | None) -> None:
 
 
 system.add_command(df, "df")
+
+
+class _Filter(FlagValue):
+    """A --filter value, refused at parse time as docker's filter flag refuses it."""
+
+    name = "filter"
+
+    def parse(self, text: str) -> str:
+        if "=" not in text:
+            raise ValueError("bad format of filter (expected name=value)")
+        return text
+
+
+def _prune_warning(all_: bool, volumes: bool, filters: tuple[str, ...]) -> str:
+    items = ["all stopped containers", "all networks not used by at least one container"]
+    if volumes:
+        items.append("all anonymous volumes not used by at least one container")
+    items.append("all images without at least one container associated to them" if all_
+                 else "all dangling images")
+    items.append("all build cache" if all_ else "unused build cache")
+    text = "WARNING! This will remove:\n" + "".join(f"  - {item}\n" for item in items)
+    if filters:
+        text += ("\n  Items to be pruned will be filtered with:\n"
+                 + "".join(f"  - {f}\n" for f in sorted(filters)))
+    return text
+
+
+@click.command(cls=Command, usage="[OPTIONS]")
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Remove all unused images not just dangling ones")
+@click.option("--filter", "filters", multiple=True, type=_Filter(), metavar="filter",
+              help='Provide filter values (e.g. "label=<key>=<value>")')
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@click.option("--volumes", is_flag=True, help="Prune anonymous volumes")
+@click.argument("args", nargs=-1, callback=no_args)
+def prune(all_: bool, filters: tuple[str, ...], force: bool, volumes: bool,
+          args: tuple[str, ...]) -> None:
+    """Remove unused data"""
+    from dockyard.cli.command import confirm, print_pruned
+    from dockyard.cli.containers import parse_filters
+
+    flt = parse_filters(filters)
+    if volumes and "until" in flt:
+        raise StatusError('ERROR: The "until" filter is not supported with "--volumes"', 1)
+    if not confirm(_prune_warning(all_, volumes, filters), force):
+        return
+    cl = client()
+    total = 0
+    report = cl.containers.prune(flt)
+    total += int(report.get("SpaceReclaimed") or 0)
+    print_pruned("Deleted Containers:", report.get("ContainersDeleted") or [], None)
+    print_pruned("Deleted Networks:", cl.networks.prune(flt).get("NetworksDeleted") or [], None)
+    if volumes:
+        report = cl.volumes.prune(flt)
+        total += int(report.get("SpaceReclaimed") or 0)
+        print_pruned("Deleted Volumes:", report.get("VolumesDeleted") or [], None)
+    image_flt = dict(flt, dangling=["false"]) if all_ else flt
+    report = cl.images.prune(image_flt)
+    total += int(report.get("SpaceReclaimed") or 0)
+    print_pruned("Deleted Images:", [f"{key.lower()}: {item[key]}"
+                                     for item in report.get("ImagesDeleted") or []
+                                     for key in ("Untagged", "Deleted") if key in item], None)
+    report = cl.system.build_prune(all_, flt)
+    total += int(report.get("SpaceReclaimed") or 0)
+    print_pruned("Deleted build cache objects:", report.get("CachesDeleted") or [], None)
+    print_pruned("", [], total)
+
+
+system.add_command(prune, "prune")

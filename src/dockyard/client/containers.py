@@ -149,6 +149,10 @@ class Containers:
     def update(self, container: str, config: dict[str, Any]) -> dict[str, Any]:
         return self.http.post_json(f"/containers/{container}/update", json_body=config)
 
+    def changes(self, container: str) -> list[dict[str, Any]]:
+        """The container's filesystem changes: [{"Path": ..., "Kind": 0|1|2}]."""
+        return self.http.get_json(f"/containers/{container}/changes") or []
+
     def top(self, container: str, ps_args: str | None = None) -> dict[str, Any]:
         return self.http.get_json(f"/containers/{container}/top", {"ps_args": ps_args})
 

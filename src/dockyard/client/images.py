@@ -70,5 +70,21 @@ class Images:
     def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         return self.http.post_json("/images/prune", {"filters": filters or None})
 
+    def import_image(self, source: str, data: Iterator[bytes] | None, repo: str | None = None,
+                     message: str | None = None, changes: list[str] | None = None,
+                     platform: str | None = None) -> Iterator[dict[str, Any]]:
+        """POST /images/create?fromSrc=SOURCE: "-" with the archive as DATA, or a URL the
+        daemon fetches; the daemon answers the new image's id as a status message."""
+        query = [("fromSrc", source)]
+        for key, value in (("repo", repo), ("message", message),
+                           ("platform", platform.lower() if platform else None)):
+            if value:
+                query.append((key, value))
+        query += [("changes", c) for c in changes or []]
+        headers = {"Content-Type": "application/x-tar"} if data is not None else None
+        with self.http.request("POST", "/images/create?" + urlencode(query), body=data,
+                               headers=headers) as r:
+            yield from r.iter_json()
+
     def auth(self, config: dict[str, Any]) -> dict[str, Any]:
         return self.http.post_json("/auth", json_body=config)

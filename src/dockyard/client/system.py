@@ -31,6 +31,11 @@ class System:
     def df(self) -> dict[str, Any]:
         return self.http.get_json("/system/df")
 
+    def build_prune(self, all: bool = False,
+                    filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return self.http.post_json("/build/prune", {"all": all or None,
+                                                    "filters": filters or None})
+
     def events(self, since: str | None = None, until: str | None = None,
                filters: dict[str, list[str]] | None = None) -> Iterator[dict[str, Any]]:
         with self.http.request("GET", "/events", {"since": since, "until": until,
