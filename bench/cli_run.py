@@ -14,18 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from scratch_daemon import DOCKER, scratch_daemon
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", HERE.parent.parent / "shared"))
 LAYOUT = SHARED / "images" / "busybox" / "1.38.0-musl"
 PODMAN_CONF = SHARED / "peers" / "podman-containers.conf"
-DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
 DOCKYARD = shutil.which("dockyard") or "/usr/local/bin/dockyard"
 
 
@@ -43,21 +42,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--containers", type=int, default=50)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dockyard-bench-cli-"))
-    exec_root = work / "exec"
-    sock = work / "dockyard.sock"
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKYARD_HOST=f"unix://{sock}")
-    daemon = subprocess.Popen(["dockyardd", "-H", f"unix://{sock}", "--data-root",
-                               str(work / "data"), "--exec-root", str(exec_root)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows: dict[str, dict[str, float]] = {}
-    ids: list[str] = []
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([DOCKER, "version"], env=env, capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("dockyardd did not start")
-            time.sleep(0.1)
+    with scratch_daemon("dockyard-bench-cli-") as d:
+        work, env = d.work, d.env
         archive = work / "busybox.tar"
         subprocess.run(["tar", "-C", str(LAYOUT), "-cf", str(archive), "."], check=True)
         subprocess.run([DOCKER, "load", "-i", str(archive)], env=env, check=True,
@@ -68,13 +55,14 @@ def main() -> None:
                 "run --rm true": median_s([*cli, "run", "--rm", "busybox", "true"], env, args.runs),
                 "version": median_s([*cli, "version"], env, args.runs),
             }
-        for _ in range(args.containers):
-            ids.append(subprocess.run([DOCKER, "run", "-d", "busybox", "sleep", "1000"], env=env,
-                                      check=True, capture_output=True, text=True).stdout.strip())
-        for name, cli in (("dockyard", [DOCKYARD]), ("docker", [DOCKER])):
-            rows[name]["ps with N running"] = median_s([*cli, "ps"], env, args.runs)
-        subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
-        ids = []
+        ids = [subprocess.run([DOCKER, "run", "-d", "busybox", "sleep", "1000"], env=env,
+                              check=True, capture_output=True, text=True).stdout.strip()
+               for _ in range(args.containers)]
+        try:
+            for name, cli in (("dockyard", [DOCKYARD]), ("docker", [DOCKER])):
+                rows[name]["ps with N running"] = median_s([*cli, "ps"], env, args.runs)
+        finally:
+            subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
         if shutil.which("podman") and PODMAN_CONF.exists():
             penv = dict(os.environ, CONTAINERS_CONF=str(PODMAN_CONF))
             pod = ["podman", "--root", str(work / "podman"), "--runroot", str(work / "podman-run"),
@@ -90,19 +78,11 @@ def main() -> None:
             pids = [subprocess.run([*pod, "run", "-d", "--network", "none", "busybox", "sleep",
                                     "1000"], env=penv, check=True, capture_output=True,
                                    text=True).stdout.strip() for _ in range(args.containers)]
-            rows["podman"]["ps with N running"] = median_s([*pod, "ps"], penv, args.runs)
-            subprocess.run([*pod, "rm", "-f", "-t", "0", *pids], env=penv, capture_output=True)
-    finally:
-        if ids:
-            subprocess.run([DOCKER, "rm", "-f", *ids], env=env, capture_output=True)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=30)
-        try:
-            os.kill(int((exec_root / "monitor.pid").read_text()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-        subprocess.run(["umount", "-R", str(work)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+            try:
+                rows["podman"]["ps with N running"] = median_s([*pod, "ps"], penv, args.runs)
+            finally:
+                subprocess.run([*pod, "rm", "-f", "-t", "0", *pids], env=penv,
+                               capture_output=True)
     names = list(rows)
     print(f"N = {args.containers}; median of {args.runs}; seconds, wall time of the command")
     print(f"{'':20}" + "".join(f"{n:>12}" for n in names) + "   best peer / dockyard")

@@ -19,20 +19,19 @@ import io
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
+
+from scratch_daemon import DOCKER, scratch_daemon
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", HERE.parent.parent / "shared"))
 LAYOUT = SHARED / "images" / "busybox" / "1.38.0-musl"
 PEER = SHARED / "peers" / "dockerd-private.sh"
 PODMAN_CONF = SHARED / "peers" / "podman-containers.conf"
-DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
 
 
 def layout_tar() -> bytes:
@@ -138,37 +137,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--containers", type=int, default=50)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dockyard-bench-engine-"))
-    archive = work / "busybox.tar"
-    archive.write_bytes(layout_tar())
     rows = []
-    daemon = None
-    exec_root = work / "exec"
-    try:
-        sock = work / "dockyard.sock"
-        daemon = subprocess.Popen(["dockyardd", "-H", f"unix://{sock}", "--data-root",
-                                   str(work / "data"), "--exec-root", str(exec_root)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
-        deadline = time.monotonic() + 30
-        while subprocess.run([DOCKER, "version"], env=env, capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("dockyardd did not start")
-            time.sleep(0.1)
+    with scratch_daemon("dockyard-bench-engine-") as d:
+        work, env = d.work, d.env
+        archive = work / "busybox.tar"
+        archive.write_bytes(layout_tar())
         docker(env, "load", "-i", str(archive))
         # dockerd 20.10 does not read OCI layouts: give it our `docker save` of the image.
         saved = work / "busybox-saved.tar"
         docker(env, "save", "-o", str(saved), "busybox:1.38.0-musl")
-
-        def ours() -> list[int]:
-            pids = [daemon.pid]
-            try:
-                pids.append(int((exec_root / "monitor.pid").read_text()))
-            except (OSError, ValueError):
-                pass
-            return pids
-
-        rows.append(measure(Engine("dockyardd", [DOCKER], env, ours), args.runs,
+        rows.append(measure(Engine("dockyardd", [DOCKER], env, d.pids), args.runs,
                             args.containers))
         if shutil.which("dockerd") and PEER.exists():
             penv = dict(os.environ, REF_STATE=str(work / "peer"))
@@ -194,16 +172,6 @@ def main() -> None:
                          lambda: pids_named("conmon"), run_flags=("--network", "none"))
             pod("load", "-i", str(saved))
             rows.append(measure(pod, args.runs, args.containers))
-    finally:
-        if daemon is not None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-        try:
-            os.kill(int((exec_root / "monitor.pid").read_text()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-        subprocess.run(["umount", "-R", str(work)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
     keys = ["run --rm true", "run -d sleep", "N sequential run -d", "exec true",
             "ps with N running", "RSS per container MiB", "PSS per container MiB"]
     print(f"docker CLI {DOCKER}; N = {args.containers}; median of {args.runs}")
