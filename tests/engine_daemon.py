@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -63,12 +64,32 @@ class Daemon:
 
     def stop(self) -> None:
         assert self.proc is not None
-        self.proc.terminate()
+        end_process(self.proc, 10)
+
+
+def end_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop PROC with SIGTERM, or SIGKILL when it has not ended within TIMEOUT seconds
+    (nothing is sent to a process that has already ended)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def ping_reply(sock: Path) -> bytes:
+    """The start of the answer to GET /_ping on the unix socket SOCK (b"" while nothing
+    answers there), for waiting on a daemon that is starting."""
+    if not sock.exists():
+        return b""
+    with socket.socket(socket.AF_UNIX) as s:
         try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return s.recv(64)
+        except OSError:
+            return b""
 
 
 def docker(d: Daemon, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.distribution.server import RegistryThread
+from engine_daemon import ping_reply
 
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MUSL = SHARED / "images" / "busybox" / "1.38.0-musl"
@@ -58,15 +59,7 @@ class Daemon:
         return f"unix://{self.sock}"
 
     def _answers(self) -> bool:
-        if not self.sock.exists():
-            return False
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(self.sock))
-                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-                return s.recv(64).startswith(b"HTTP/1.")
-            except OSError:
-                return False
+        return ping_reply(self.sock).startswith(b"HTTP/1.")
 
     def output(self) -> str:
         self.log.flush()

@@ -51,6 +51,20 @@ def wait_for(pred: Any, what: str, timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
+def resize_and_see(child: pexpect.spawn, old: tuple[int, int], new: tuple[int, int],
+                   what: str) -> None:
+    """Resize CHILD's pty from OLD to NEW (rows, columns) and poll `stty size` in the shell
+    it runs until WHAT sees the new size."""
+    # The kernel tells the CLI (SIGWINCH), which asks the daemon to resize.
+    child.setwinsize(*new)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        child.sendline("stty size")
+        if child.expect([rf"{new[0]} {new[1]}\r\n", rf"{old[0]} {old[1]}\r\n"]) == 0:
+            return
+        assert time.monotonic() < deadline, f"the resize never reached {what}"
+
+
 def running(d: Daemon, ref: str) -> bool:
     return docker(d, "inspect", "-f", "{{.State.Running}}", ref).stdout.strip() == "true"
 
@@ -95,6 +109,12 @@ class Hijacked:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Hijacked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def recv(self, timeout: float) -> bytes:
         if self.pending:
@@ -148,6 +168,16 @@ def read_to_eof(s: Hijacked, timeout: float = TIMEOUT) -> bytes:
         buf += chunk
 
 
+def type_then_detach(s: Hijacked, command: bytes, echoed: bytes, *keys: bytes) -> None:
+    """Send COMMAND and wait for ECHOED, then the detach KEYS (one write each): the daemon
+    must end the stream."""
+    s.sendall(command)
+    read_until(s, echoed)
+    for key in keys:
+        s.sendall(key)
+    read_to_eof(s)
+
+
 def demux(data: bytes) -> dict[int, bytes]:
     """stdcopy frames by stream id."""
     out: dict[int, bytes] = {1: b"", 2: b""}
@@ -181,16 +211,13 @@ def detached_shell(d: Daemon, names: list[str], *opts: str) -> str:
 def test_run_it_shell(daemon, names):
     name = _name()
     names.append(name)
-    child = spawn(daemon, "run", "-it", "--rm", "--name", name, "--cgroup-parent", CGROUP_PARENT,
-                  "busybox", "sh")
-    try:
+    with spawn(daemon, "run", "-it", "--rm", "--name", name, "--cgroup-parent", CGROUP_PARENT,
+               "busybox", "sh") as child:
         child.expect("# ")
         child.sendline("echo hi$((1+1))")
         child.expect("hi2")
         child.sendline("exit 3")
         assert finish(child) == 3
-    finally:
-        child.close(force=True)
     wait_for(lambda: docker(daemon, "ps", "-aq", "--filter", f"name={name}").stdout == "",
              "--rm to remove the container")
 
@@ -211,63 +238,40 @@ def test_run_i_pipes_stdin(daemon):
 def test_run_it_terminal_size_and_resize(daemon, names):
     name = _name()
     names.append(name)
-    child = spawn(daemon, "run", "-it", "--rm", "--name", name, "--cgroup-parent", CGROUP_PARENT,
-                  "busybox", "sh", rows=33, cols=101)
-    try:
+    with spawn(daemon, "run", "-it", "--rm", "--name", name, "--cgroup-parent", CGROUP_PARENT,
+               "busybox", "sh", rows=33, cols=101) as child:
         child.expect("# ")
         child.sendline("stty size")
         child.expect(r"33 101\r\n")
-        # The kernel tells the CLI (SIGWINCH), which asks the daemon to resize.
-        child.setwinsize(41, 123)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            child.sendline("stty size")
-            i = child.expect([r"41 123\r\n", r"33 101\r\n"])
-            if i == 0:
-                break
-            assert time.monotonic() < deadline, "the resize never reached the container"
+        resize_and_see(child, (33, 101), (41, 123), "the container")
         child.sendline("exit")
         assert finish(child) == 0
-    finally:
-        child.close(force=True)
 
 
 def test_start_ai(daemon, names):
     name = _name()
     names.append(name)
     docker(daemon, "create", "-it", "--name", name, "--cgroup-parent", CGROUP_PARENT, "busybox", "sh")
-    child = spawn(daemon, "start", "-ai", name)
-    try:
+    with spawn(daemon, "start", "-ai", name) as child:
         child.expect("# ")
         child.sendline("echo st$((9-1))")
         child.expect("st8")
         child.sendline("exit 2")
         assert finish(child) == 2
-    finally:
-        child.close(force=True)
 
 
 # -- docker exec -----------------------------------------------------------------------------
 
 def test_exec_it(daemon, names):
     name = detached_shell(daemon, names, "-i")
-    child = spawn(daemon, "exec", "-it", name, "sh", rows=30, cols=90)
-    try:
+    with spawn(daemon, "exec", "-it", name, "sh", rows=30, cols=90) as child:
         child.expect("# ")
         child.sendline("echo ex$((40+2)); stty size")
         child.expect("ex42")
         child.expect(r"30 90\r\n")
-        child.setwinsize(35, 100)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            child.sendline("stty size")
-            if child.expect([r"35 100\r\n", r"30 90\r\n"]) == 0:
-                break
-            assert time.monotonic() < deadline, "the resize never reached the exec"
+        resize_and_see(child, (30, 90), (35, 100), "the exec")
         child.sendline("exit 5")
         assert finish(child) == 5
-    finally:
-        child.close(force=True)
     assert running(daemon, name)
 
 
@@ -291,33 +295,26 @@ def test_exec_i_pipes_stdin(daemon, names):
 
 def test_attach_and_detach_with_default_keys(daemon, names):
     name = detached_shell(daemon, names, "-it")
-    child = spawn(daemon, "attach", name)
-    try:
+    with spawn(daemon, "attach", name) as child:
         child.sendline("echo att$((2+3))")
         child.expect("att5")
         child.send("\x10\x11")  # ctrl-p ctrl-q
         child.expect("read escape sequence")
         # `docker attach` returns the escape "error" (exit 1); `docker run` does not.
         assert finish(child) == 1
-    finally:
-        child.close(force=True)
     assert running(daemon, name)
     # Attach again: the shell is the same one.
-    child = spawn(daemon, "attach", name)
-    try:
+    with spawn(daemon, "attach", name) as child:
         child.sendline("echo again$((1+1))")
         child.expect("again2")
         child.sendline("exit 7")
         assert finish(child) == 7
-    finally:
-        child.close(force=True)
     wait_for(lambda: not running(daemon, name), "the container to exit")
 
 
 def test_attach_custom_detach_keys(daemon, names):
     name = detached_shell(daemon, names, "-it")
-    child = spawn(daemon, "attach", "--detach-keys", "ctrl-x,y", name)
-    try:
+    with spawn(daemon, "attach", "--detach-keys", "ctrl-x,y", name) as child:
         child.sendline("echo k$((3*3))")
         child.expect("k9")
         child.send("\x10\x11")  # the default keys are now just input
@@ -326,22 +323,17 @@ def test_attach_custom_detach_keys(daemon, names):
         child.send("\x18y")
         child.expect("read escape sequence")
         assert finish(child) == 1
-    finally:
-        child.close(force=True)
     assert running(daemon, name)
 
 
 def test_run_it_detach(daemon, names):
     name = _name()
     names.append(name)
-    child = spawn(daemon, "run", "-it", "--name", name, "--cgroup-parent", CGROUP_PARENT,
-                  "busybox", "sh")
-    try:
+    with spawn(daemon, "run", "-it", "--name", name, "--cgroup-parent", CGROUP_PARENT,
+               "busybox", "sh") as child:
         child.expect("# ")
         child.send("\x10\x11")
         assert finish(child) == 0  # `docker run` takes the detach quietly
-    finally:
-        child.close(force=True)
     assert running(daemon, name)
 
 
@@ -349,37 +341,18 @@ def test_daemon_detach_keys_on_attach_socket(daemon, names):
     """A client that does not look for the keys itself (docker-py): the daemon ends the
     attach when they come, and the container keeps running."""
     name = detached_shell(daemon, names, "-it")
-    s = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1&stderr=1"
-                       "&detachKeys=ctrl-a,b")
-    try:
-        s.sendall(b"echo sock$((5+5))\n")
-        read_until(s, b"sock10")
-        s.sendall(b"\x01")
-        s.sendall(b"b")
-        read_to_eof(s)
-    finally:
-        s.close()
+    with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1&stderr=1"
+                        "&detachKeys=ctrl-a,b") as s:
+        type_then_detach(s, b"echo sock$((5+5))\n", b"sock10", b"\x01", b"b")
     assert running(daemon, name)
     # A sequence broken off is input after all.
-    s = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1&detachKeys=q,z")
-    try:
-        s.sendall(b"echo aqqa\n")
-        read_until(s, b"aqqa\r\n")
-        s.sendall(b"q")
-        s.sendall(b"z")
-        read_to_eof(s)
-    finally:
-        s.close()
+    with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1"
+                        "&detachKeys=q,z") as s:
+        type_then_detach(s, b"echo aqqa\n", b"aqqa\r\n", b"q", b"z")
     assert running(daemon, name)
     # Without detachKeys, ctrl-p ctrl-q.
-    s = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1")
-    try:
-        s.sendall(b"echo p$((2+2))\n")
-        read_until(s, b"p4")
-        s.sendall(b"\x10\x11")
-        read_to_eof(s)
-    finally:
-        s.close()
+    with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1") as s:
+        type_then_detach(s, b"echo p$((2+2))\n", b"p4", b"\x10\x11")
     assert running(daemon, name)
 
 
@@ -395,13 +368,10 @@ def test_bad_detach_keys(daemon, names):
     status, body = request(daemon, "POST", f"/containers/{name}/exec",
                            {"Cmd": ["true"], "DetachKeys": "ctrl-"})
     assert status == 400 and body["message"] == "Invalid escape keys (ctrl-) provided"
-    child = spawn(daemon, "attach", "--detach-keys", "bogus", name)
-    try:
+    with spawn(daemon, "attach", "--detach-keys", "bogus", name) as child:
         # The CLI reports only the status of the refused upgrade, as with dockerd.
         child.expect("unable to upgrade to tcp, received 400")
         assert finish(child) != 0
-    finally:
-        child.close(force=True)
     assert running(daemon, name)
 
 
@@ -412,14 +382,8 @@ def test_exec_detach_keys(daemon, names):
                             "Tty": True, "DetachKeys": "ctrl-e"})
     assert status == 201, body
     eid = body["Id"]
-    s = hijack(daemon, f"/exec/{eid}/start", {"Tty": True})
-    try:
-        s.sendall(b"echo e$((6*7))\n")
-        read_until(s, b"e42")
-        s.sendall(b"\x05")
-        read_to_eof(s)
-    finally:
-        s.close()
+    with hijack(daemon, f"/exec/{eid}/start", {"Tty": True}) as s:
+        type_then_detach(s, b"echo e$((6*7))\n", b"e42", b"\x05")
     status, info = request(daemon, "GET", f"/exec/{eid}/json")
     assert status == 200 and info["Running"] is True  # detached, not ended
 
@@ -436,13 +400,10 @@ def test_sdk_attach_socket_stdin(daemon, names):
                                     name=name, stdin_open=True, host_config=client.create_host_config(
                                         cgroup_parent=CGROUP_PARENT))
         sock = client.attach_socket(c["Id"], params={"stdin": 1, "stdout": 1, "stream": 1})
-        raw = Hijacked(sock._sock, b"")
-        try:
+        with Hijacked(sock._sock, b"") as raw:
             client.start(c["Id"])
             raw.sendall(b"hello\n")
             out = demux(read_to_eof(raw))
-        finally:
-            raw.close()
         assert out[1] == b"got hello\n"
         assert client.wait(c["Id"], timeout=TIMEOUT)["StatusCode"] == 9
     finally:
@@ -456,13 +417,10 @@ def test_sdk_exec_socket_stdin(daemon, names):
     try:
         eid = client.exec_create(name, ["sh", "-c", "cat; echo done >&2"], stdin=True)["Id"]
         sock = client.exec_start(eid, socket=True)
-        raw = Hijacked(sock._sock, b"")
-        try:
+        with Hijacked(sock._sock, b"") as raw:
             raw.sendall(b"one\ntwo\n")
             raw.shutdown(socket.SHUT_WR)  # the end of stdin closes the exec's stdin
             out = demux(read_to_eof(raw))
-        finally:
-            raw.close()
         assert out == {1: b"one\ntwo\n", 2: b"done\n"}
         wait_for(lambda: client.exec_inspect(eid)["ExitCode"] == 0, "the exec's exit code")
     finally:
@@ -474,22 +432,13 @@ def test_attach_logs_and_stream_selection(daemon, names):
     names.append(name)
     run(daemon, "--name", name, "busybox", "sh", "-c", "echo out1; echo err1 >&2")
     # logs=1 without stream: the log so far, then the end.
-    s = hijack(daemon, f"/containers/{name}/attach?logs=1&stdout=1&stderr=1")
-    try:
+    with hijack(daemon, f"/containers/{name}/attach?logs=1&stdout=1&stderr=1") as s:
         assert demux(read_to_eof(s)) == {1: b"out1\n", 2: b"err1\n"}
-    finally:
-        s.close()
-    s = hijack(daemon, f"/containers/{name}/attach?logs=1&stderr=1")
-    try:
+    with hijack(daemon, f"/containers/{name}/attach?logs=1&stderr=1") as s:
         assert demux(read_to_eof(s)) == {1: b"", 2: b"err1\n"}
-    finally:
-        s.close()
     # Nothing asked for: nothing, and the connection ends.
-    s = hijack(daemon, f"/containers/{name}/attach?logs=1")
-    try:
+    with hijack(daemon, f"/containers/{name}/attach?logs=1") as s:
         assert read_to_eof(s) == b""
-    finally:
-        s.close()
 
 
 def test_attach_stream_selection(daemon, names):
@@ -499,27 +448,18 @@ def test_attach_stream_selection(daemon, names):
     names.append(name)
     run(daemon, "-d", "-i", "--name", name, "busybox", "sh", "-c",
         "read a; echo o$a; echo e$a >&2; read b; echo o$b")
-    out = hijack(daemon, f"/containers/{name}/attach?stream=1&stdout=1")
-    try:
-        inp = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1")
-        try:
+    with hijack(daemon, f"/containers/{name}/attach?stream=1&stdout=1") as out:
+        with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1") as inp:
             inp.sendall(b"1\n")
             inp.shutdown(socket.SHUT_WR)
             assert read_to_eof(inp) == b""
-        finally:
-            inp.close()
         got = read_until(out, b"o1\n")
         assert running(daemon, name)  # still reading its stdin
-        inp = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1")
-        try:
+        with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1") as inp:
             inp.sendall(b"2\n")
             inp.shutdown(socket.SHUT_WR)
             read_to_eof(inp)
-        finally:
-            inp.close()
         assert demux(got + read_to_eof(out)) == {1: b"o1\no2\n", 2: b""}
-    finally:
-        out.close()
 
 
 # -- resize -----------------------------------------------------------------------------------
@@ -644,12 +584,9 @@ def test_attach_paused_container(daemon, names):
 def test_attach_and_detach_events(daemon, names):
     since = str(time.time() - 1)
     name = detached_shell(daemon, names, "-it")
-    s = hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1")
-    try:
+    with hijack(daemon, f"/containers/{name}/attach?stream=1&stdin=1&stdout=1") as s:
         s.sendall(b"\x10\x11")
         read_to_eof(s)
-    finally:
-        s.close()
     until = str(time.time() + 1)
     r = docker(daemon, "events", "--since", since, "--until", until, "--filter",
                f"container={name}", "--format", "{{.Action}}")

@@ -3,14 +3,18 @@ dockyardd, beside the docker CLI where the output should be the same."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from cli_helpers import dockyard
-from engine_daemon import CGROUP_PARENT, daemon, docker  # noqa: F401 (daemon: fixture)
+from cli_helpers import DOCKYARD, dockyard
+from engine_daemon import CGROUP_PARENT, Daemon, daemon, docker  # noqa: F401 (daemon: fixture)
 
 
 def dy_run(d, *args: str, check: bool = True):
@@ -328,8 +332,6 @@ def test_run_interactive_stdin(clean):
 def _spawn(d, *args: str):
     pexpect = pytest.importorskip("pexpect")
     env = {"DOCKYARD_HOST": d.host, "PATH": "/usr/local/bin:/usr/bin:/bin", "TERM": "dumb"}
-    from cli_helpers import DOCKYARD
-
     child = pexpect.spawn(DOCKYARD[0], [*DOCKYARD[1:], *args], env=env, timeout=20,
                           dimensions=(33, 97), encoding="utf-8")
     return child
@@ -371,28 +373,30 @@ def test_tty_needs_a_terminal(clean):
     assert _no_containers(clean)
 
 
-def test_run_forwards_signals(clean):
-    import os
-    import signal
-    import subprocess
-
-    from cli_helpers import DOCKYARD
-
-    env = dict(os.environ, DOCKYARD_HOST=clean.host)
-    proc = subprocess.Popen([*DOCKYARD, "run", "--rm", "--name", "trapper", "--cgroup-parent",
-                             CGROUP_PARENT, "busybox", "sh", "-c",
-                             "trap 'echo got; exit 7' TERM; echo ready; "
-                             "while true; do sleep 0.1; done"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+@contextlib.contextmanager
+def _running_dockyard(d: Daemon, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`dockyard ARGS` against D, its output piped; killed if it outlives the block."""
+    proc = subprocess.Popen([*DOCKYARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, DOCKYARD_HOST=d.host))
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_run_forwards_signals(clean):
+    import signal
+
+    with _running_dockyard(clean, "run", "--rm", "--name", "trapper", "--cgroup-parent",
+                           CGROUP_PARENT, "busybox", "sh", "-c",
+                           "trap 'echo got; exit 7' TERM; echo ready; "
+                           "while true; do sleep 0.1; done") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
     assert (proc.returncode, out) == (7, "got\n")
     assert _no_containers(clean)
 
@@ -447,15 +451,7 @@ def test_top_commit_export_prune(clean, tmp_path):
 def test_attach(clean):
     dy_run(clean, "-d", "--name", "att", "busybox", "sh", "-c",
            "trap 'exit 9' TERM; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late; exit 6")
-    import os
-    import subprocess
-
-    from cli_helpers import DOCKYARD
-
-    proc = subprocess.Popen([*DOCKYARD, "attach", "att"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, DOCKYARD_HOST=clean.host))
-    try:
+    with _running_dockyard(clean, "attach", "att") as proc:
         # Attached once the daemon has the connection; then let the container talk.
         deadline = time.monotonic() + 10
         while "attach" not in docker(clean, "events", "--since", "0", "--until", "0s",
@@ -464,10 +460,6 @@ def test_attach(clean):
             time.sleep(0.05)
         dockyard(clean, "exec", "att", "touch", "/tmp/go")
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert (proc.returncode, out) == (6, "late\n")
     r = dockyard(clean, "attach", "att", check=False)
     assert (r.returncode, r.stderr) == (1, "You cannot attach to a stopped container, start it first\n")

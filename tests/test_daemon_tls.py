@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dockyard.daemon.config import DaemonConfig, parse_host
 from dockyard.errors import InvalidArgument
+from engine_daemon import end_process, ping_reply
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 MUSL = Path(os.environ.get("DOCKYARD_SHARED", Path(__file__).resolve().parents[1].parent
@@ -173,27 +174,13 @@ class TlsDaemon:
             time.sleep(0.05)
 
     def _pings(self) -> bool:
-        if not self.sock.exists():
-            return False
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(self.sock))
-                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-                return s.recv(64).split(b" ")[1:2] == [b"200"]
-            except OSError:
-                return False
+        return ping_reply(self.sock).split(b" ")[1:2] == [b"200"]
 
     def output(self) -> str:
         return (self.root / "dockyardd.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, 15)
         pidfile = self.exec_root / "monitor.pid"
         if pidfile.exists():
             pid = int(pidfile.read_text().split()[0])
@@ -319,6 +306,17 @@ def _get(s: socket.socket, path: str) -> bytes:
     return data
 
 
+def _assert_refused(port: int, pki: Pki, cert: bool, **ctx_settings) -> None:
+    """No request gets through: the handshake, or (a missing client certificate in TLS 1.3)
+    the first read, fails."""
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        s = _handshake(port, pki, cert, **ctx_settings)
+        try:
+            _get(s, "/_ping")
+        finally:
+            s.close()
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 def test_handshake_details(verifying, pki):
     _, port = verifying
@@ -328,20 +326,10 @@ def test_handshake_details(verifying, pki):
     with _handshake(port, pki, True) as s:
         assert s.version() == "TLSv1.3"
     # Below TLS 1.2 the daemon does not talk.
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        s = _handshake(port, pki, True, minimum_version=ssl.TLSVersion.TLSv1,
-                       maximum_version=ssl.TLSVersion.TLSv1_1)
-        try:
-            _get(s, "/_ping")
-        finally:
-            s.close()
-    # No client certificate: the handshake (or, in TLS 1.3, the first read) fails.
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        s = _handshake(port, pki, False)
-        try:
-            _get(s, "/_ping")
-        finally:
-            s.close()
+    _assert_refused(port, pki, True, minimum_version=ssl.TLSVersion.TLSv1,
+                    maximum_version=ssl.TLSVersion.TLSv1_1)
+    # Nor without a client certificate.
+    _assert_refused(port, pki, False)
 
 
 def test_plain_http_to_tls_port_fails(verifying, pki):
@@ -457,12 +445,7 @@ def test_daemon_json_tls_keys(tmp_path, pki):
             assert client.info()["OSType"] == "linux"
         finally:
             client.close()
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            s = _handshake(port, pki, False)
-            try:
-                _get(s, "/_ping")
-            finally:
-                s.close()
+        _assert_refused(port, pki, False)
     finally:
         d.stop()
     assert not listening(port)

@@ -120,6 +120,7 @@ DOCKER_VECTORS = [
     ('{{/* c */ x}}', None, 'template: :1: comment ends before closing delimiter'),
     ('{{"unterminated}}', None, 'template: :1: unterminated quoted string'),
     ('{{`raw', None, 'template: :1: unterminated raw quoted string'),
+    ("{{'\\\n'}}", None, 'template: :1: unterminated character constant'),
     ('string`}}', 'string`}}', None),
     ('{{3a}}', None, 'template: :1: bad number syntax: "3a"'),
     ('{{1e3x}}', None, 'template: :1: bad number syntax: "1e3x"'),

@@ -35,6 +35,7 @@ from dockyard.distribution.credentials import (AuthConfig, CredentialStore, HUB_
                                                Unauthorized, config_key, login, logout,
                                                parse_www_authenticate)
 from dockyard.distribution.registries import RegistryConfig, normalize_registry
+from engine_daemon import end_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DOCKYARD_SHARED", REPO.parent / "shared"))
@@ -134,13 +135,7 @@ class DockerRegistry:
         return re.findall(r'"([A-Z]+ \S+) HTTP/1\.1" (\d+)', self.log())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, 5)
         self._log.close()
 
     def skopeo_copy(self, layout: Path, dest: str) -> None:

@@ -247,20 +247,9 @@ class _Lexer:
                 toks.append((T_PIPE, "|", p))
                 p += 1
             elif c == '"':
-                q = p + 1
-                while True:
-                    if q >= n or text[q] == "\n":
-                        raise self.error(q, "unterminated quoted string")
-                    if text[q] == "\\":
-                        if q + 1 >= n or text[q + 1] == "\n":
-                            raise self.error(q, "unterminated quoted string")
-                        q += 2
-                        continue
-                    if text[q] == '"':
-                        break
-                    q += 1
-                toks.append((T_STRING, text[p:q + 1], p))
-                p = q + 1
+                q = self._quoted(p, "unterminated quoted string")
+                toks.append((T_STRING, text[p:q], p))
+                p = q
             elif c == "`":
                 q = text.find("`", p + 1)
                 if q < 0:
@@ -268,18 +257,9 @@ class _Lexer:
                 toks.append((T_RAWSTRING, text[p:q + 1], p))
                 p = q + 1
             elif c == "'":
-                q = p + 1
-                while True:
-                    if q >= n or text[q] == "\n":
-                        raise self.error(q, "unterminated character constant")
-                    if text[q] == "\\":
-                        q += 2
-                        continue
-                    if text[q] == "'":
-                        break
-                    q += 1
-                toks.append((T_CHARCONST, text[p:q + 1], p))
-                p = q + 1
+                q = self._quoted(p, "unterminated character constant")
+                toks.append((T_CHARCONST, text[p:q], p))
+                p = q
             elif c == "$":
                 q = self._word(p + 1)
                 toks.append((T_VAR, text[p:q], p))
@@ -323,6 +303,23 @@ class _Lexer:
                 p += 1
             else:
                 raise self.error(p, f"unrecognized character in action: {_rune_repr(c)}")
+
+    def _quoted(self, p: int, unterminated: str) -> int:
+        """The end of the quoted string or character constant whose quote is at P."""
+        text, n, quote = self.text, len(self.text), self.text[p]
+        q = p + 1
+        while True:
+            if q >= n or text[q] == "\n":
+                raise self.error(q, unterminated)
+            if text[q] == "\\":
+                # As Go's lexer: an escape may not swallow the newline or the end.
+                if q + 1 >= n or text[q + 1] == "\n":
+                    raise self.error(q, unterminated)
+                q += 2
+                continue
+            if text[q] == quote:
+                return q + 1
+            q += 1
 
     def _number(self, p: int) -> int:
         text, n = self.text, len(self.text)
@@ -469,23 +466,25 @@ class _TemplateCall(_Node):
         return "{{template " + go_quote(self.name) + tail + "}}"
 
 
-class _Field(_Node):
+class _Path(_Node):
+    """A chain of names: a field path from dot, or a variable and its fields."""
+
     __slots__ = ("idents",)
 
     def __init__(self, pos: int, idents: list[str]) -> None:
         super().__init__(pos)
         self.idents = idents
+
+
+class _Field(_Path):
+    __slots__ = ()
 
     def __str__(self) -> str:
         return "".join("." + i for i in self.idents)
 
 
-class _Variable(_Node):
-    __slots__ = ("idents",)
-
-    def __init__(self, pos: int, idents: list[str]) -> None:
-        super().__init__(pos)
-        self.idents = idents
+class _Variable(_Path):
+    __slots__ = ()
 
     def __str__(self) -> str:
         return ".".join(self.idents)
@@ -954,14 +953,9 @@ def go_type(v: Any) -> str:
     """The Go type name a value stands for, as errors print it."""
     if v is None or v is NO_VALUE:
         return "<nil>"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
+    scalar = _GO_SCALAR_TYPES.get(_kind(v))
+    if scalar:
+        return scalar
     if isinstance(v, (list, tuple)):
         if v and all(isinstance(e, str) for e in v):
             return "[]string"
@@ -1320,6 +1314,14 @@ def _arg_number(fmt: str, i: int, argi: int, nargs: int) -> tuple[int, int, bool
     return int(digits) - 1, close + 1, True, True
 
 
+def _decimal(fmt: str, i: int) -> tuple[int | None, int]:
+    """A width or precision written as digits at I: (its value or None when absent, next i)."""
+    start = i
+    while i < len(fmt) and fmt[i].isdigit():
+        i += 1
+    return (int(fmt[start:i]) if i > start else None), i
+
+
 def _sprintf(fmt: str, args: list[Any]) -> str:
     """Go's fmt.Sprintf."""
     out: list[str] = []
@@ -1365,11 +1367,9 @@ def _sprintf(fmt: str, args: list[Any]) -> str:
             argi += 1
             after_index = False
         else:
-            start = i
-            while i < n and fmt[i].isdigit():
-                i += 1
-            if i > start:
-                sp.width = int(fmt[start:i])
+            width, i = _decimal(fmt, i)
+            if width is not None:
+                sp.width = width
                 if after_index:
                     good = False
         if i < n and fmt[i] == ".":
@@ -1388,10 +1388,8 @@ def _sprintf(fmt: str, args: list[Any]) -> str:
                 argi += 1
                 after_index = False
             else:
-                start = i
-                while i < n and fmt[i].isdigit():
-                    i += 1
-                sp.prec = int(fmt[start:i]) if i > start else 0
+                prec, i = _decimal(fmt, i)
+                sp.prec = prec or 0
         if not after_index:
             argi, i, after_index, good2 = _arg_number(fmt, i, argi, nargs)
             good = good and good2
@@ -1517,6 +1515,9 @@ def _kind(v: Any) -> int:
     if isinstance(v, str):
         return _STRING
     return _OTHER
+
+
+_GO_SCALAR_TYPES = {_BOOL: "bool", _INT: "int", _FLOAT: "float64", _STRING: "string"}
 
 
 def _f_eq(a: Any, *others: Any) -> bool:

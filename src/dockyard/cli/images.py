@@ -394,18 +394,7 @@ def load(input_: str | None, quiet: bool) -> None:
     except OSError as exc:
         raise StatusError(f"open {input_}: {(exc.strerror or str(exc)).lower()}", 1) from None
 
-    def chunks() -> Iterator[bytes]:
-        try:
-            while True:
-                data = f.read(1 << 20)
-                if not data:
-                    return
-                yield data
-        finally:
-            if input_:
-                f.close()
-
-    show_progress(client().images.load(chunks(), quiet), quiet=False)
+    show_progress(client().images.load(_chunks(f, close=bool(input_)), quiet), quiet=False)
 
 
 @click.command(cls=Command, usage="[OPTIONS] file|URL|- [REPOSITORY[:TAG]]")

@@ -46,6 +46,19 @@ def _inspect(kind: str, names: tuple[str, ...], fmt: str | None) -> None:
     print_documents(found, fmt)
 
 
+def _add_inspect(group: click.Group, kind: str) -> None:
+    """GROUP's `inspect` command: network and volume inspect differ only in KIND."""
+    upper = kind.upper()
+
+    @group.command("inspect", cls=Command, usage=f"[OPTIONS] {upper} [{upper}...]",
+                   help=f"Display detailed information on one or more {kind}s")
+    @click.option("-f", "--format", "fmt", metavar="string",
+                  help="Format output using a custom template")
+    @click.argument("names", nargs=-1, callback=min_args(1))
+    def inspect(fmt: str | None, names: tuple[str, ...]) -> None:
+        _inspect(kind, names, fmt)
+
+
 # -- networks -------------------------------------------------------------------------
 
 _NET_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
@@ -91,12 +104,7 @@ def network_ls(filters: tuple[str, ...], fmt: str | None, no_trunc: bool, quiet:
                click.echo, "*formatter.networkContext")
 
 
-@network.command("inspect", cls=Command, usage="[OPTIONS] NETWORK [NETWORK...]")
-@click.option("-f", "--format", "fmt", metavar="string", help="Format output using a custom template")
-@click.argument("names", nargs=-1, callback=min_args(1))
-def network_inspect(fmt: str | None, names: tuple[str, ...]) -> None:
-    """Display detailed information on one or more networks"""
-    _inspect("network", names, fmt)
+_add_inspect(network, "network")
 
 
 @network.command("create", cls=Command, usage="[OPTIONS] NETWORK")
@@ -185,12 +193,7 @@ def volume_ls(filters: tuple[str, ...], fmt: str | None, quiet: bool) -> None:
         click.echo(w, err=True)
 
 
-@volume.command("inspect", cls=Command, usage="[OPTIONS] VOLUME [VOLUME...]")
-@click.option("-f", "--format", "fmt", metavar="string", help="Format output using a custom template")
-@click.argument("names", nargs=-1, callback=min_args(1))
-def volume_inspect(fmt: str | None, names: tuple[str, ...]) -> None:
-    """Display detailed information on one or more volumes"""
-    _inspect("volume", names, fmt)
+_add_inspect(volume, "volume")
 
 
 @volume.command("create", cls=Command, usage="[OPTIONS] [VOLUME]")

@@ -38,6 +38,17 @@ def copy_frames(resp: Response, tty: bool) -> None:
         target.flush()
 
 
+def _copy_until_detached(resp: Response, tty: bool, pump: StdinPump | None) -> bool:
+    """copy_frames, until the stream ends or the user detaches (True): detaching shuts the
+    connection down under the copy, so the error that causes is no failure."""
+    try:
+        copy_frames(resp, tty)
+    except OSError:
+        if pump is None or not pump.detached:
+            raise
+    return pump is not None and pump.detached
+
+
 def parse_detach_keys(spec: str | None) -> bytes:
     """docker's detach-keys syntax: comma-separated keys, `ctrl-<x>` or a single character;
     ctrl-p,ctrl-q by default."""
@@ -137,12 +148,7 @@ def attach_and_wait(cl: Client, container: str, *, start: bool, stdin: bool = Fa
                 terminal.follow_size()
             elif sig_proxy and not tty:
                 proxy = _SignalProxy(cl, container)
-            try:
-                copy_frames(attach, tty)
-            except OSError:
-                if pump is None or not pump.detached:
-                    raise
-            if pump is not None and pump.detached:
+            if _copy_until_detached(attach, tty, pump):
                 return 0  # detached: the container goes on without us
             result = waiter.json() or {}
         finally:
@@ -223,12 +229,7 @@ def exec_attached(cl: Client, exec_id: str, container: str, *, tty: bool, stdin:
             pump = StdinPump(resp, parse_detach_keys(detach_keys) if tty else None) if stdin else None
             if pump is None:
                 resp.close_write()
-            try:
-                copy_frames(resp, tty)
-            except OSError:
-                if pump is None or not pump.detached:
-                    raise
-            if pump is not None and pump.detached:
+            if _copy_until_detached(resp, tty, pump):
                 return 0
         finally:
             if terminal is not None:
