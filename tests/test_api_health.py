@@ -162,6 +162,21 @@ def test_unhealthy_then_healthy(daemon):
         assert "exec_die" in actions
 
 
+def test_pause_stops_the_probes(daemon):
+    """As dockerd: a paused container is not probed and counts as unhealthy; unpaused,
+    it is probed again and turns healthy with the next probe."""
+    with container(daemon, "--health-cmd", "true", "--health-interval", "100ms",
+                   "busybox", "sleep", "300") as cid:
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy")
+        docker(daemon, "pause", cid)
+        assert status(daemon, cid) == "unhealthy"
+        logged = len(state_health(daemon, cid)["Log"] or [])
+        ends = [e["End"] for e in state_health(daemon, cid)["Log"]]
+        docker(daemon, "unpause", cid)
+        wait_for(lambda: status(daemon, cid) == "healthy", PROBES, what="healthy again")
+        assert logged >= 1 and [e["End"] for e in state_health(daemon, cid)["Log"]] != ends
+
+
 def test_stop_and_start_again(daemon):
     with container(daemon, "--health-cmd", "true", "--health-interval", "100ms",
                    "busybox", "sleep", "300") as cid:

@@ -272,6 +272,10 @@ class HealthMonitor:
         monitor = cls(lifecycle)
         lifecycle.on_start.append(monitor.container_started)
         lifecycle.on_exit.append(monitor.container_exited)
+        # As dockerd's updateHealthMonitor: a paused container is not probed and counts
+        # as unhealthy; unpaused, its checks start again.
+        lifecycle.on_pause.append(monitor.container_exited)
+        lifecycle.on_unpause.append(monitor.container_unpaused)
         return monitor
 
     # -- observers --------------------------------------------------------------------
@@ -279,6 +283,14 @@ class HealthMonitor:
     def container_started(self, c: Container) -> None:
         """(Re)start the checks of C, started or re-adopted after a daemon restart: the
         status goes back to "starting", the log is kept (dockerd's initHealthMonitor)."""
+        self._run_checks(c, reset=True)
+
+    def container_unpaused(self, c: Container) -> None:
+        """Probe C again; its status stays as the pause left it until a probe says
+        otherwise (dockerd's updateHealthMonitor)."""
+        self._run_checks(c, reset=False)
+
+    def _run_checks(self, c: Container, reset: bool) -> None:
         hc = HealthConfig.of(c.Config)
         if hc is None:
             return
@@ -288,13 +300,14 @@ class HealthMonitor:
             old = self._checks.pop(c.ID, None)
             if old is not None:
                 old.stop.set()
-            health = dict(c.State.Health or {})
-            health.update({"Status": STARTING, "FailingStreak": 0})
-            health.setdefault("Log", None)
-            try:
-                self.lc.store.update_state(c.ID, Health=health)
-            except NotFound:
-                return
+            if reset:
+                health = dict(c.State.Health or {})
+                health.update({"Status": STARTING, "FailingStreak": 0})
+                health.setdefault("Log", None)
+                try:
+                    self.lc.store.update_state(c.ID, Health=health)
+                except NotFound:
+                    return
             self._checks[c.ID] = check
         check.thread = threading.Thread(target=self._run, args=(check,),
                                         name=f"health-{c.ID[:12]}", daemon=True)

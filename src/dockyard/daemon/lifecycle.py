@@ -106,6 +106,9 @@ class Lifecycle:
         # started, and after its exit was recorded (from the waiter thread).
         self.on_start: list[Callable[[Container], None]] = []
         self.on_exit: list[Callable[[Container], None]] = []
+        # ... and after a pause and an unpause (health checks stop while frozen).
+        self.on_pause: list[Callable[[Container], None]] = []
+        self.on_unpause: list[Callable[[Container], None]] = []
         # Restart policies: per container, the back-off and a pending restart.
         self._restarts: dict[str, restart_mod.Manager] = {}
         self._started_at: dict[str, float] = {}  # monotonic, for the back-off reset
@@ -276,7 +279,7 @@ class Lifecycle:
         bundle = self.bundle(cid)
         os.makedirs(bundle, mode=0o700, exist_ok=True)
         with open(os.path.join(bundle, "config.json"), "w") as f:
-            json.dump(spec, f)
+            f.write(json.dumps(spec))  # dumps uses the C encoder; dump to a file does not
         mon = self.monitor
         # A container left in the monitor by an earlier run (exited) is replaced.
         try:
@@ -697,6 +700,7 @@ class Lifecycle:
             self.monitor.pause(c.ID)
             c = self.store.update_state(c.ID, Paused=True)
         self.emit("pause", c, None)
+        self._notify(self.on_pause, c)
 
     def unpause(self, ref: str) -> None:
         c = self.store.get(ref)
@@ -707,6 +711,7 @@ class Lifecycle:
             self.monitor.resume(c.ID)
             c = self.store.update_state(c.ID, Paused=False)
         self.emit("unpause", c, None)
+        self._notify(self.on_unpause, c)
 
     def rename(self, ref: str, new_name: str) -> None:
         if not new_name:
