@@ -80,7 +80,12 @@ else
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         old=$(cat "$pidfile")
         kill -TERM "$old"
-        while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
+        left=300  # 30 s, then it is killed (its containers live on under the monitor)
+        while kill -0 "$old" 2>/dev/null; do
+            left=$((left - 1))
+            [ "$left" -gt 0 ] || { kill -KILL "$old"; break; }
+            sleep 0.1
+        done
     fi
     setsid /usr/local/bin/dockyardd --pidfile "$pidfile" >>/var/log/dockyardd.log 2>&1 </dev/null &
 fi
