@@ -57,5 +57,15 @@ def scratch_daemon(prefix: str) -> Iterator[ScratchDaemon]:
         process.wait(timeout=30)
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((d.exec_root / "monitor.pid").read_text()), signal.SIGTERM)
-        subprocess.run(["umount", "-R", str(work)], capture_output=True)
+        unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def unmount_under(path: Path) -> None:
+    """Every mount below PATH, deepest first (container roots, podman's storage)."""
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f]
+    prefix = str(path).rstrip("/") + "/"
+    for target in sorted((t for t in targets if t.startswith(prefix) or t == str(path)),
+                         key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
