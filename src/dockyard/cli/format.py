@@ -15,21 +15,25 @@ from dockyard.errors import InvalidArgument
 __all__ = ["go_time", "parse_template", "print_rows", "render"]
 
 
-def render(fmt: str, data: Any) -> str:
+def render(fmt: str, data: Any, name: str = "", echo: Any = None) -> str:
     """One document rendered with a Go template, `json` being `{{json .}}` (docker's
-    version -f, info -f and events -f); a template that does not parse ends the command
-    with status 64, as docker's."""
-    tmpl = parse_template(JSON_FORMAT if fmt == JSON_KEY else fmt)
+    version -f, info -f and events -f). A template that does not parse ends the command
+    with status 64; one that fails while running prints what it wrote (and a newline)
+    through ECHO, then ends the command with its error and status 1, as docker's."""
+    tmpl = parse_template(JSON_FORMAT if fmt == JSON_KEY else fmt, name)
     try:
         return tmpl.execute(data)
     except TemplateError as exc:
-        raise StatusError(f"template parsing error: {exc}", 1) from None
+        if echo is None:
+            raise StatusError(f"template parsing error: {exc}", 1) from None
+        echo(tmpl.execute_partial(data))
+        raise StatusError(str(exc), 1) from None
 
 
-def parse_template(text: str) -> Template:
+def parse_template(text: str, name: str = "") -> Template:
     """TEXT parsed, or docker's exit for a template that does not parse (status 64)."""
     try:
-        return Template.parse(text)
+        return Template.parse(text, name=name)
     except TemplateError as exc:
         raise StatusError(f"template parsing error: {exc}", 64) from None
 

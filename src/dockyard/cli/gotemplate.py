@@ -92,11 +92,14 @@ _ABSENT: Any = object()
 class GoStruct:
     """A struct-like template value: fields from a dict, the Go type name for errors."""
 
-    __slots__ = ("go_type", "fields")
+    __slots__ = ("go_type", "fields", "plain")
 
-    def __init__(self, type_name: str, fields: dict[str, Any]) -> None:
+    def __init__(self, type_name: str, fields: dict[str, Any], plain: bool = False) -> None:
         self.go_type = type_name
         self.fields = fields
+        # A plain Go struct (docker's info and version documents): {{json}} writes its
+        # fields in their order, without the HTML escaping of a formatter context.
+        self.plain = plain
 
     def __repr__(self) -> str:
         return f"GoStruct({self.go_type!r}, {self.fields!r})"
@@ -1137,6 +1140,8 @@ def _json(v: Any, html: bool) -> str:
         # dockerd's structs, and its maps arrive already sorted.
         return "{" + ",".join(f"{_json_str(str(k), html)}:{_json(e, html)}"
                               for k, e in v.items()) + "}"
+    if isinstance(v, GoStruct) and v.plain:
+        return _json(v.fields, html)
     if isinstance(v, GoStruct):
         # docker's formatter contexts encode as maps of their argument-less methods,
         # hence sorted keys.

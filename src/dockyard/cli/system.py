@@ -10,6 +10,7 @@ import click
 
 from dockyard.cli.command import Command, FlagValue, Group, StatusError, no_args
 from dockyard.cli.connection import Connection, client
+from dockyard.cli.gotemplate import GoStruct
 from dockyard.errors import DockyardError
 
 
@@ -24,10 +25,10 @@ def _client_version() -> dict[str, Any]:
             "BuildTime": "", "Os": "linux", "Arch": machine, "Context": "default"}
 
 
-def _render_template(fmt: str, data: Any) -> str:
+def _render_template(fmt: str, data: Any, name: str = "") -> str:
     from dockyard.cli.format import render
 
-    return render(fmt, data)
+    return render(fmt, data, name, echo=click.echo)
 
 
 def _print_client(c: dict[str, Any], negotiated: str | None) -> None:
@@ -83,7 +84,12 @@ def version(fmt: str | None) -> None:
     except DockyardError as exc:
         failure = exc
     if fmt:
-        text = _render_template(fmt, {"Client": c, "Server": server})
+        # Structs in docker: a field it does not have is an error, not <no value>.
+        doc = {"Client": GoStruct("system.clientVersion", c, plain=True),
+               "Server": None if server is None else GoStruct("*types.Version", server,
+                                                              plain=True)}
+        text = _render_template(fmt, GoStruct("system.versionInfo", doc, plain=True),
+                                "version")
         click.echo(text)
     else:
         _print_client(c, cl.http.version if server is not None else None)
@@ -173,7 +179,10 @@ def info(ctx: click.Context, fmt: str | None) -> None:
     conn = client()
     if fmt:
         data = conn.system.info()
-        click.echo(_render_template(fmt, data))
+        if isinstance(data.get("RegistryConfig"), dict):
+            data["RegistryConfig"] = GoStruct("*registry.ServiceConfig", data["RegistryConfig"],
+                                              plain=True)
+        click.echo(_render_template(fmt, GoStruct("system.dockerInfo", data, plain=True)))
         return
     conn_opts = ctx.find_object(Connection)
     debug = bool(conn_opts and conn_opts.debug)
