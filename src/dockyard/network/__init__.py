@@ -1,0 +1,1 @@
+"""Networks: drivers, IPAM, NAT and DNS (bridge networks come in a later step)."""
